@@ -1,0 +1,84 @@
+"""vectorstore: an embedded vector search database with a sentence-transformers-compatible API.
+
+Heavy modules (torch, transformers, faiss) load on first use, so ``import vectorstore`` and the
+CLI's ``--help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from vectorstore.errors import (
+    CollectionConfigError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    DimensionMismatchError,
+    DuplicateIDError,
+    IncompatibleIndexError,
+    IndexCorruptedError,
+    InvalidCollectionNameError,
+    InvalidFilterError,
+    InvalidIDError,
+    InvalidInputError,
+    InvalidMetadataError,
+    InvalidVectorError,
+    ModelLoadError,
+    StorageError,
+    UnsupportedMetricError,
+    VectorStoreError,
+)
+
+if TYPE_CHECKING:
+    from vectorstore import util
+    from vectorstore.models.sentence_transformer import SentenceTransformer
+    from vectorstore.quantization import quantize_embeddings
+    from vectorstore.similarity import SimilarityFunction
+
+__version__ = "0.1.0"
+
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "SentenceTransformer": ("vectorstore.models.sentence_transformer", "SentenceTransformer"),
+    "SimilarityFunction": ("vectorstore.similarity", "SimilarityFunction"),
+    "quantize_embeddings": ("vectorstore.quantization", "quantize_embeddings"),
+    "util": ("vectorstore.util", None),
+}
+
+__all__ = [
+    "CollectionConfigError",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "DimensionMismatchError",
+    "DuplicateIDError",
+    "IncompatibleIndexError",
+    "IndexCorruptedError",
+    "InvalidCollectionNameError",
+    "InvalidFilterError",
+    "InvalidIDError",
+    "InvalidInputError",
+    "InvalidMetadataError",
+    "InvalidVectorError",
+    "ModelLoadError",
+    "SentenceTransformer",
+    "SimilarityFunction",
+    "StorageError",
+    "UnsupportedMetricError",
+    "VectorStoreError",
+    "__version__",
+    "quantize_embeddings",
+    "util",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+        module = importlib.import_module(module_name)
+        value = module if attr is None else getattr(module, attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vectorstore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

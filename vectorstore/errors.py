@@ -1,0 +1,124 @@
+"""The exceptions vectorstore raises: one tree, all rooted at :class:`VectorStoreError`.
+
+::
+
+    VectorStoreError
+    ├── InvalidInputError (also a ValueError)      bad argument values, shown in the message
+    │   ├── DimensionMismatchError                 vector length differs from the index/collection
+    │   ├── InvalidVectorError                     NaN/inf, wrong dtype or wrong rank
+    │   ├── InvalidIDError                         empty / non-string / unknown ids
+    │   ├── DuplicateIDError                       ids repeated in a batch or already stored
+    │   ├── InvalidFilterError                     malformed ``where`` / unknown operator
+    │   ├── InvalidMetadataError                   metadata values that are not JSON scalars/lists
+    │   └── InvalidCollectionNameError             names that could escape a path
+    ├── ModelLoadError                             a model could not be found or read
+    ├── IndexError_                                problems of a vector index backend
+    │   ├── IndexCorruptedError                    truncated / garbled index file or manifest
+    │   ├── IncompatibleIndexError                 a saved index that does not match what was asked
+    │   └── UnsupportedMetricError                 a metric the backend cannot serve
+    ├── CollectionNotFoundError (also a KeyError)
+    ├── CollectionExistsError
+    ├── CollectionConfigError                      reopening with a different model / dim / metric
+    └── StorageError                               the database refused or failed a write
+
+Every backend exception (FAISS, USearch, SQLAlchemy, transformers) is translated at the seam where
+it is caught and raised ``from`` the original, so callers only ever need ``except VectorStoreError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CollectionConfigError",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "DimensionMismatchError",
+    "DuplicateIDError",
+    "IncompatibleIndexError",
+    "IndexCorruptedError",
+    "IndexError_",
+    "InvalidCollectionNameError",
+    "InvalidFilterError",
+    "InvalidIDError",
+    "InvalidInputError",
+    "InvalidMetadataError",
+    "InvalidVectorError",
+    "ModelLoadError",
+    "StorageError",
+    "UnsupportedMetricError",
+    "VectorStoreError",
+]
+
+
+class VectorStoreError(Exception):
+    """Base class of every error raised by vectorstore and indexers."""
+
+
+class InvalidInputError(VectorStoreError, ValueError):
+    """An argument has a value the library cannot accept; the message names it."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """A vector's length differs from the dimension the index or collection was built with."""
+
+
+class InvalidVectorError(InvalidInputError):
+    """A vector holds NaN/inf, has the wrong rank, or cannot be read as float32."""
+
+
+class InvalidIDError(InvalidInputError):
+    """An id is empty, not a string, or names no stored record where one is required."""
+
+
+class DuplicateIDError(InvalidInputError):
+    """Ids repeat within a batch, or already exist where new ones are required."""
+
+
+class InvalidFilterError(InvalidInputError):
+    """A ``where`` / ``where_document`` filter is malformed or uses an unknown operator."""
+
+
+class InvalidMetadataError(InvalidInputError):
+    """A metadata value is not a JSON scalar (str, int, float, bool, None) or a list of them."""
+
+
+class InvalidCollectionNameError(InvalidInputError):
+    """A collection name is empty, too long or has characters outside ``[A-Za-z0-9._-]``."""
+
+
+class ModelLoadError(VectorStoreError):
+    """A model could not be located or read; the message lists every place that was tried."""
+
+
+class IndexError_(VectorStoreError):  # noqa: N801 - the builtin IndexError is not ours to shadow
+    """Base class of the errors raised by a vector index backend."""
+
+
+class IndexCorruptedError(IndexError_):
+    """A saved index file or its manifest is truncated, garbled or inconsistent."""
+
+
+class IncompatibleIndexError(IndexError_):
+    """A saved index was written for another backend, dimension, metric or format version."""
+
+
+class UnsupportedMetricError(IndexError_, InvalidInputError):
+    """The backend cannot serve the requested metric (or the metric name is unknown)."""
+
+
+class CollectionNotFoundError(VectorStoreError, KeyError):
+    """No collection of that name exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CollectionExistsError(VectorStoreError):
+    """A collection of that name already exists."""
+
+
+class CollectionConfigError(VectorStoreError):
+    """A collection was reopened with a model, dimension, metric or index that contradicts its stored config."""
+
+
+class StorageError(VectorStoreError):
+    """The metadata database failed or refused an operation; nothing of the batch was written."""
