@@ -37,7 +37,9 @@ def load_sts(path: str | os.PathLike[str]) -> list[STSPair]:
                 continue
             fields = line.split("\t")
             if len(fields) < 7:
-                raise InvalidInputError(f"{path}:{lineno}: expected 7 tab-separated fields, got {len(fields)}")
+                raise InvalidInputError(
+                    f"{path}:{lineno}: expected 7 tab-separated fields, got {len(fields)}"
+                )
             try:
                 score = float(fields[4])
             except ValueError as exc:

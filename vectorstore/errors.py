@@ -89,7 +89,7 @@ class ModelLoadError(VectorStoreError):
     """A model could not be located or read; the message lists every place that was tried."""
 
 
-class IndexError_(VectorStoreError):  # noqa: N801 - the builtin IndexError is not ours to shadow
+class IndexError_(VectorStoreError):
     """Base class of the errors raised by a vector index backend."""
 
 

@@ -79,7 +79,9 @@ def quantize_embeddings(
         if ranges is None:
             source = emb if calibration_embeddings is None else np.asarray(calibration_embeddings)
             if source.ndim == 2 and source.shape[0] < 100:
-                logger.warning("computing %s quantization ranges from only %d embeddings", precision, len(source))
+                logger.warning(
+                    "computing %s quantization ranges from only %d embeddings", precision, len(source)
+                )
             ranges = calibration_ranges(source)
         ranges = np.asarray(ranges).astype(np.float32, copy=False)
         if ranges.shape != (2, emb.shape[-1]):

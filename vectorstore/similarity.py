@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import Enum
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ __all__ = [
     "pairwise_manhattan_sim",
 ]
 
-ArrayLike = Union[Tensor, np.ndarray, Sequence[Any]]
+ArrayLike = Tensor | np.ndarray | Sequence[Any]
 SimilarityName = Literal["cosine", "dot", "euclidean", "manhattan"]
 
 
@@ -83,7 +83,9 @@ class SimilarityFunction(str, Enum):
         return _MATRIX[SimilarityFunction.parse(value)]
 
     @staticmethod
-    def to_similarity_pairwise_fn(value: str | SimilarityFunction) -> Callable[[ArrayLike, ArrayLike], Tensor]:
+    def to_similarity_pairwise_fn(
+        value: str | SimilarityFunction,
+    ) -> Callable[[ArrayLike, ArrayLike], Tensor]:
         """The pairwise function (``a[i]`` against ``b[i]``) for a name or member."""
         return _PAIRWISE[SimilarityFunction.parse(value)]
 
@@ -97,9 +99,7 @@ def _to_float_tensor(x: ArrayLike) -> Tensor:
         t = torch.stack(list(x))
     else:
         t = torch.as_tensor(np.asarray(x))
-    if not t.is_floating_point():
-        t = t.float()
-    elif t.dtype in (torch.float16, torch.bfloat16) and t.device.type == "cpu":
+    if not t.is_floating_point() or (t.dtype in (torch.float16, torch.bfloat16) and t.device.type == "cpu"):
         t = t.float()
     return t
 
@@ -109,7 +109,9 @@ def _to_batch(x: ArrayLike) -> Tensor:
     if t.dim() == 1:
         t = t.unsqueeze(0)
     if t.dim() != 2:
-        raise InvalidInputError(f"expected a vector or a 2-D matrix of embeddings, got shape {tuple(t.shape)}")
+        raise InvalidInputError(
+            f"expected a vector or a 2-D matrix of embeddings, got shape {tuple(t.shape)}"
+        )
     return t
 
 
@@ -155,7 +157,9 @@ def manhattan_sim(a: ArrayLike, b: ArrayLike) -> Tensor:
 def _pair(a: ArrayLike, b: ArrayLike) -> tuple[Tensor, Tensor]:
     ta, tb = _to_float_tensor(a), _to_float_tensor(b)
     if ta.shape != tb.shape:
-        raise InvalidInputError(f"pairwise similarity needs equal shapes, got {tuple(ta.shape)} and {tuple(tb.shape)}")
+        raise InvalidInputError(
+            f"pairwise similarity needs equal shapes, got {tuple(ta.shape)} and {tuple(tb.shape)}"
+        )
     return ta, tb
 
 
@@ -231,6 +235,7 @@ def numpy_scores(metric: str | SimilarityFunction, queries: np.ndarray, vectors:
         sq = (q64 * q64).sum(1)[:, None] - 2.0 * (q64 @ x64.T) + (x64 * x64).sum(1)[None, :]
         return (-np.sqrt(np.maximum(sq, 0.0))).astype(np.float32)
     out = np.empty((q.shape[0], x.shape[0]), dtype=np.float32)
+    x64 = x.astype(np.float64)
     for i in range(q.shape[0]):
-        out[i] = -np.abs(x - q[i]).sum(axis=1)
+        out[i] = -np.abs(x64 - q[i].astype(np.float64)).sum(axis=1)
     return out

@@ -264,14 +264,13 @@ def community_detection(
     candidates.sort(key=lambda c: len(c[1]), reverse=True)
     used = np.zeros(n, dtype=bool)
     communities: list[list[int]] = []
-    for centre, members in candidates:
+    for centre, claimed in candidates:
         if used[centre]:
             continue
-        free = members[~used[members]]
+        free = claimed[~used[claimed]]
         if len(free) >= min_community_size:
             community = [centre] + [int(m) for m in free if m != centre]
             communities.append(community)
             used[community] = True
     communities.sort(key=len, reverse=True)
     return communities
-

@@ -37,7 +37,9 @@ def load_hf_config(folder: Path, *, trust_remote_code: bool = False) -> Any:
     try:
         return AutoConfig.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise ModelLoadError(f"cannot read the model config in {folder}: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadError(
+            f"cannot read the model config in {folder}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def load_hf_model(

@@ -76,7 +76,11 @@ class TransformerConfig:
     @classmethod
     def load(cls, folder: Path) -> TransformerConfig:
         """Read the first config file that exists; absent files mean defaults."""
-        for name in ("sentence_bert_config.json", "sentence_roberta_config.json", "sentence_xlnet_config.json"):
+        for name in (
+            "sentence_bert_config.json",
+            "sentence_roberta_config.json",
+            "sentence_xlnet_config.json",
+        ):
             path = folder / name
             if path.is_file():
                 try:
@@ -92,7 +96,11 @@ class DenseLayer(nn.Module):
     """A ``Dense`` module: ``activation(linear(x))``."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, activation: str = "torch.nn.modules.activation.Tanh"
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "torch.nn.modules.activation.Tanh",
     ) -> None:
         super().__init__()
         act = ACTIVATIONS.get(activation) or next(

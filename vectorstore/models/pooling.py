@@ -55,7 +55,9 @@ class PoolingConfig:
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in POOLING_MODES]
         if bad or not self.modes:
-            raise ModelLoadError(f"invalid pooling mode(s) {bad or list(self.modes)}; valid modes are {POOLING_MODES}")
+            raise ModelLoadError(
+                f"invalid pooling mode(s) {bad or list(self.modes)}; valid modes are {POOLING_MODES}"
+            )
 
     @property
     def output_dimension(self) -> int:

@@ -98,7 +98,7 @@ def resolve_model_path(
     bundled = bundled_model_path(name)
     if bundled is not None:
         return ResolvedModel(bundled, "bundled", (*tried, f"bundled package -> {bundled}"))
-    tried.append(f"installed packages bundling {name!r}: none (known: {sorted(_BUNDLED)})")
+    tried.append(f"models bundled by installed packages for {name!r}: none (known: {sorted(_BUNDLED)})")
 
     if _looks_like_path(name):
         raise ModelLoadError(f"could not find model {name!r}; looked at: " + "; ".join(tried))
@@ -120,7 +120,9 @@ def resolve_model_path(
             )
         except Exception as exc:  # any hub/network/validation failure is one more place we looked
             mode = "local cache only (HF_HUB_OFFLINE)" if local_files_only else "hub"
-            tried.append(f"{mode} {repo_id!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            tried.append(
+                f"{mode} {repo_id!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
             continue
         return ResolvedModel(Path(folder), "hub", (*tried, f"hub {repo_id!r}"))
     raise ModelLoadError(f"could not find model {name!r}; looked at: " + "; ".join(tried))

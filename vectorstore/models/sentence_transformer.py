@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 import torch
@@ -137,7 +137,9 @@ class SentenceTransformer(nn.Module):
             entries = [{"path": "", "type": "Transformer"}, {"path": "", "type": "Pooling"}]
         kinds = [(module_kind(str(e.get("type", ""))), folder / str(e.get("path", ""))) for e in entries]
         if not kinds or kinds[0][0] != "Transformer":
-            raise ModelLoadError(f"{folder}: the first module must be a Transformer, got {[k for k, _ in kinds]}")
+            raise ModelLoadError(
+                f"{folder}: the first module must be a Transformer, got {[k for k, _ in kinds]}"
+            )
         transformer_dir = kinds[0][1]
         self.transformer_config = TransformerConfig.load(transformer_dir)
         self.tokenizer = load_tokenizer(transformer_dir, trust_remote_code=self.trust_remote_code)
@@ -214,10 +216,16 @@ class SentenceTransformer(nn.Module):
         """Where the weights live."""
         return next(self.auto_model.parameters()).device
 
+    @property
+    def dense_layers(self) -> list[DenseLayer]:
+        """The Dense modules after pooling, in order."""
+        return [m for m in self.dense if isinstance(m, DenseLayer)]
+
     def get_sentence_embedding_dimension(self) -> int:
         """Width of the vectors ``encode`` returns (after ``truncate_dim``)."""
         assert self.pooling is not None
-        dim = self.dense[-1].out_features if len(self.dense) else self.pooling.output_dimension
+        layers = self.dense_layers
+        dim = layers[-1].out_features if layers else self.pooling.output_dimension
         return min(dim, self.truncate_dim) if self.truncate_dim else dim
 
     # ------------------------------------------------------------------ encoding
@@ -287,17 +295,14 @@ class SentenceTransformer(nn.Module):
         """Token ids -> sentence embeddings (pooling, Dense and Normalize applied)."""
         assert self.pooling is not None
         out = self.auto_model(**features, return_dict=True)
-        emb = pool(out.last_hidden_state, features["attention_mask"], self.pooling, prompt_length=prompt_length)
+        emb = pool(
+            out.last_hidden_state, features["attention_mask"], self.pooling, prompt_length=prompt_length
+        )
         for layer in self.dense:
             emb = layer(emb)
         if self.normalize:
             emb = torch.nn.functional.normalize(emb, p=2, dim=1)
         return emb
-
-    @overload
-    def encode(self, sentences: str, **kwargs: Any) -> Any: ...
-    @overload
-    def encode(self, sentences: Sequence[str], **kwargs: Any) -> Any: ...
 
     def encode(
         self,
@@ -355,7 +360,9 @@ class SentenceTransformer(nn.Module):
 
         dim = self.get_sentence_embedding_dimension() if truncate_dim is None else None
         if not texts:
-            width = dim if dim is not None else min(truncate_dim or 0, self.get_sentence_embedding_dimension())
+            width = (
+                dim if dim is not None else min(truncate_dim or 0, self.get_sentence_embedding_dimension())
+            )
             empty = torch.zeros((0, width), dtype=torch.float32)
             if convert_to_tensor:
                 return empty
@@ -399,7 +406,9 @@ class SentenceTransformer(nn.Module):
         rows = list(result.unbind(0))
         return rows[0] if single else rows
 
-    def encode_query(self, sentences: str | Sequence[str], **kwargs: Any) -> np.ndarray | Tensor | list[Tensor]:
+    def encode_query(
+        self, sentences: str | Sequence[str], **kwargs: Any
+    ) -> np.ndarray | Tensor | list[Tensor]:
         """``encode`` with the ``"query"`` prompt when the model defines one."""
         if "prompt" not in kwargs and "prompt_name" not in kwargs and "query" in self.prompts:
             kwargs["prompt_name"] = "query"
@@ -436,7 +445,10 @@ class SentenceTransformer(nn.Module):
         save_hf_folder(self.auto_model, self.tokenizer, out)
         (out / "sentence_bert_config.json").write_text(
             json.dumps(
-                {"max_seq_length": self.max_seq_length, "do_lower_case": self.transformer_config.do_lower_case},
+                {
+                    "max_seq_length": self.max_seq_length,
+                    "do_lower_case": self.transformer_config.do_lower_case,
+                },
                 indent=2,
             )
         )
@@ -446,21 +458,32 @@ class SentenceTransformer(nn.Module):
         pool_dir = out / "1_Pooling"
         pool_dir.mkdir(exist_ok=True)
         (pool_dir / "config.json").write_text(json.dumps(self.pooling.to_dict(), indent=2))
-        modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+        modules.append(
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+        )
         from safetensors.torch import save_file
 
-        for layer in self.dense:
+        for layer in self.dense_layers:
             i = len(modules)
             d = out / f"{i}_Dense"
             d.mkdir(exist_ok=True)
             (d / "config.json").write_text(json.dumps(layer.config_dict(), indent=2))
-            save_file({k: v.contiguous().cpu() for k, v in layer.state_dict().items()}, str(d / "model.safetensors"))
-            modules.append({"idx": i, "name": str(i), "path": d.name, "type": "sentence_transformers.models.Dense"})
+            save_file(
+                {k: v.contiguous().cpu() for k, v in layer.state_dict().items()}, str(d / "model.safetensors")
+            )
+            modules.append(
+                {"idx": i, "name": str(i), "path": d.name, "type": "sentence_transformers.models.Dense"}
+            )
         if self.normalize:
             i = len(modules)
             (out / f"{i}_Normalize").mkdir(exist_ok=True)
             modules.append(
-                {"idx": i, "name": str(i), "path": f"{i}_Normalize", "type": "sentence_transformers.models.Normalize"}
+                {
+                    "idx": i,
+                    "name": str(i),
+                    "path": f"{i}_Normalize",
+                    "type": "sentence_transformers.models.Normalize",
+                }
             )
         (out / "modules.json").write_text(json.dumps(modules, indent=2))
 

@@ -1,0 +1,1 @@
+"""Vector index backends behind one small protocol (see indexers.base)."""
