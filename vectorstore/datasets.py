@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from vectorstore.errors import InvalidInputError
 
-__all__ = ["STSPair", "find_sts_dir", "load_sts", "sts_sentences"]
+__all__ = ["STSPair", "derive_vectors", "find_sts_dir", "load_sts", "sts_sentences"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,19 @@ def find_sts_dir(start: str | os.PathLike[str] | None = None) -> Path | None:
         if (candidate / "sts-dev.csv").is_file():
             return candidate
     return None
+
+
+def derive_vectors(base: np.ndarray, n: int, *, noise: float = 0.03, seed: int = 0) -> np.ndarray:
+    """``n`` unit vectors made from real embeddings: each is a random base row plus Gaussian noise
+    (per-dimension standard deviation ``noise``), renormalised. The first ``len(base)`` rows are the
+    base rows themselves, so real vectors are always part of the set."""
+    rng = np.random.default_rng(seed)
+    base = np.asarray(base, dtype=np.float32)
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    m = min(n, len(base))
+    out[:m] = base[:m]
+    if n > m:
+        picks = rng.integers(0, len(base), size=n - m)
+        out[m:] = base[picks] + rng.standard_normal((n - m, base.shape[1])).astype(np.float32) * noise
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(norms, 1e-12)).astype(np.float32)

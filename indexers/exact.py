@@ -1,0 +1,168 @@
+"""``exact``: brute-force search in numpy (torch on a GPU when one is present), chunked over the stored rows.
+
+It is the oracle every other backend is tested against, and the right choice for small collections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexers.base import BaseIndex
+from indexers.scoring import exact_scores, normalize_rows, top_k
+from vectorstore.errors import InvalidInputError
+
+__all__ = ["ExactIndex", "VectorTable"]
+
+
+class VectorTable:
+    """Keys and float32 vectors in growable arrays, with O(1) removal by swapping in the last row."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._keys = np.empty(0, dtype=np.int64)
+        self._vecs = np.empty((0, dim), dtype=np.float32)
+        self._n = 0
+        self._row: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._keys[: self._n]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._vecs[: self._n]
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        need = self._n + len(keys)
+        if need > len(self._keys):
+            cap = max(need, int(len(self._keys) * 1.5) + 1024)
+            new_keys = np.empty(cap, dtype=np.int64)
+            new_vecs = np.empty((cap, self.dim), dtype=np.float32)
+            new_keys[: self._n] = self._keys[: self._n]
+            new_vecs[: self._n] = self._vecs[: self._n]
+            self._keys, self._vecs = new_keys, new_vecs
+        self._keys[self._n : need] = keys
+        self._vecs[self._n : need] = vectors
+        for i, key in enumerate(keys.tolist()):
+            self._row[key] = self._n + i
+        self._n = need
+
+    def remove(self, keys: np.ndarray) -> None:
+        for key in keys.tolist():
+            row = self._row.pop(key)
+            last = self._n - 1
+            if row != last:
+                moved = int(self._keys[last])
+                self._keys[row] = moved
+                self._vecs[row] = self._vecs[last]
+                self._row[moved] = row
+            self._n = last
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        rows = np.fromiter((self._row[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        return self._vecs[rows]
+
+    def clear(self) -> None:
+        self.__init__(self.dim)  # type: ignore[misc]
+
+
+class ExactIndex(BaseIndex):
+    """Brute force over every stored vector; exact scores for all four metrics.
+
+    Options:
+        chunk_size: rows scored at once (bounds memory at ``queries x chunk_size`` floats).
+        device: ``"auto"`` (CUDA through torch when available), ``"cpu"`` or ``"cuda"``.
+    """
+
+    kind = "exact"
+    defaults = {"chunk_size": 65536, "device": "auto"}
+
+    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
+        super().__init__(dim, metric, **options)
+        self._table = VectorTable(self.dim)
+
+    def _validate_options(self) -> None:
+        if not isinstance(self.options["chunk_size"], int) or self.options["chunk_size"] <= 0:
+            raise InvalidInputError(f"chunk_size must be a positive int, got {self.options['chunk_size']!r}")
+        if self.options["device"] not in ("auto", "cpu", "cuda"):
+            raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.options['device']!r}")
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        # Cosine is stored pre-normalised so search is a plain inner product.
+        return normalize_rows(vectors) if self.metric == "cosine" else vectors
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self._table.add(keys, self._prepare(vectors))
+
+    def _remove(self, keys: np.ndarray) -> None:
+        self._table.remove(keys)
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        return self._table.get(keys)
+
+    def _use_torch(self) -> bool:
+        if self.options["device"] == "cpu" or self.metric == "manhattan":
+            return False
+        try:
+            import torch
+        except ImportError:
+            return False
+        return bool(torch.cuda.is_available())
+
+    def _chunk_scores(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+        if self.metric in ("cosine", "dot"):
+            if self._use_torch():
+                import torch
+
+                tq = torch.from_numpy(q).cuda()
+                return (tq @ torch.from_numpy(x).cuda().T).cpu().numpy()
+            return q @ x.T
+        return exact_scores(self.metric, q, x)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = normalize_rows(queries) if self.metric == "cosine" else queries
+        keys, vecs = self._table.keys, self._table.vectors
+        step = self.options["chunk_size"]
+        best_k: np.ndarray | None = None
+        best_s: np.ndarray | None = None
+        for start in range(0, len(keys), step):
+            ck, cs = top_k(self._chunk_scores(q, vecs[start : start + step]), keys[start : start + step], k)
+            if best_k is None or best_s is None:
+                best_k, best_s = ck, cs
+            else:
+                best_k, best_s = _merge(best_k, best_s, ck, cs, k)
+        assert best_k is not None and best_s is not None
+        return best_k, best_s
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        kp, vp = directory / f"index-{tag}.keys.npy", directory / f"index-{tag}.vectors.npy"
+        with open(kp, "wb") as fh:
+            np.save(fh, self._table.keys, allow_pickle=False)
+        with open(vp, "wb") as fh:
+            np.save(fh, self._table.vectors, allow_pickle=False)
+        return {"keys": kp, "vectors": vp}
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        keys = np.load(files["keys"], allow_pickle=False)
+        vecs = np.load(files["vectors"], allow_pickle=False)
+        if keys.ndim != 1 or vecs.shape != (len(keys), self.dim) or vecs.dtype != np.float32:
+            raise ValueError(f"arrays have shapes {keys.shape} / {vecs.shape}, dtype {vecs.dtype}")
+        self._table = VectorTable(self.dim)
+        self._table.add(keys.astype(np.int64), vecs)
+        self._keys = set(keys.tolist())
+
+
+def _merge(
+    ak: np.ndarray, as_: np.ndarray, bk: np.ndarray, bs: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two sorted, padded top-k results row by row."""
+    keys = np.concatenate([ak, bk], axis=1)
+    scores = np.concatenate([as_, bs], axis=1)
+    order = np.lexsort((np.where(keys < 0, np.iinfo(np.int64).max, keys), -scores), axis=1)[:, :k]
+    return np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)

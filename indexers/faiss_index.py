@@ -1,0 +1,517 @@
+"""FAISS backends: ``faiss-flat``, ``faiss-hnsw``, ``faiss-ivf`` and ``faiss-ivfpq``.
+
+Cosine is served as inner product over L2-normalised vectors; euclidean scores are ``-sqrt(L2²)``;
+manhattan uses FAISS's L1 metric (flat, HNSW and IVF-flat only; PQ codes cannot do L1).
+
+GPU: when FAISS reports GPUs (the ``faiss-gpu`` package), ``faiss-flat`` and ``faiss-ivf`` search a
+GPU replica of the CPU index (``device="auto"``); ``device="cpu"`` forces CPU. The CPU index stays
+the master copy, so saving and removal behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from indexers.base import BaseIndex
+from indexers.exact import VectorTable
+from indexers.scoring import exact_scores, normalize_rows, pad_results, top_k
+from vectorstore.errors import InvalidInputError
+
+__all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "faiss_gpu_count"]
+
+logger = logging.getLogger(__name__)
+
+_FAISS_METRIC = {
+    "cosine": faiss.METRIC_INNER_PRODUCT,
+    "dot": faiss.METRIC_INNER_PRODUCT,
+    "euclidean": faiss.METRIC_L2,
+    "manhattan": faiss.METRIC_L1,
+}
+
+
+def faiss_gpu_count() -> int:
+    """Number of GPUs the installed FAISS build can use (0 for faiss-cpu)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    try:
+        return int(get()) if get is not None else 0
+    except Exception:
+        return 0
+
+
+def _check_positive(options: dict[str, Any], *names: str) -> None:
+    for name in names:
+        value = options[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise InvalidInputError(f"option {name} must be a positive int, got {value!r}")
+
+
+def _check_device(options: dict[str, Any]) -> None:
+    if options.get("device", "auto") not in ("auto", "cpu", "cuda"):
+        raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {options['device']!r}")
+
+
+class _FaissBase(BaseIndex):
+    """Score conversion and vector preparation shared by the FAISS kinds."""
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        return normalize_rows(vectors) if self.metric == "cosine" else vectors
+
+    def _to_scores(self, distances: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        d = distances.astype(np.float32, copy=False)
+        if self.metric == "euclidean":
+            scores = -np.sqrt(np.maximum(d, 0.0))
+        elif self.metric == "manhattan":
+            scores = -d
+        else:
+            scores = d.copy()
+        scores[labels < 0] = -np.inf
+        return scores
+
+    def _sorted(self, keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # FAISS returns results sorted; re-sorting with the key tie-break keeps all backends consistent.
+        safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
+        order = np.lexsort((safe, -scores), axis=1)
+        return pad_results(np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k)
+
+
+class FaissFlatIndex(_FaissBase):
+    """``faiss-flat``: exhaustive search in FAISS (``IndexIDMap2`` over ``IndexFlat``).
+
+    Options:
+        device: ``"auto"`` (GPU replica when FAISS has GPUs), ``"cpu"`` or ``"cuda"``.
+    """
+
+    kind = "faiss-flat"
+    defaults = {"device": "auto"}
+
+    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
+        super().__init__(dim, metric, **options)
+        self._index = faiss.IndexIDMap2(faiss.IndexFlat(self.dim, _FAISS_METRIC[self.metric]))
+        self._gpu: Any = None
+
+    def _validate_options(self) -> None:
+        _check_device(self.options)
+
+    def _searcher(self) -> Any:
+        if self.options["device"] == "cpu" or faiss_gpu_count() == 0:
+            return self._index
+        if self._gpu is None:
+            self._gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
+        return self._gpu
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self._index.add_with_ids(self._prepare(vectors), keys)
+        self._gpu = None
+
+    def _remove(self, keys: np.ndarray) -> None:
+        self._index.remove_ids(faiss.IDSelectorBatch(keys))
+        self._gpu = None
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        return np.stack([self._index.reconstruct(int(k)) for k in keys]).astype(np.float32)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = min(k, self._index.ntotal)
+        d, labels = self._searcher().search(self._prepare(queries), kk)
+        return self._sorted(labels, self._to_scores(d, labels), k)
+
+    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        selector = faiss.IDSelectorBatch(allowed_keys)
+        params = faiss.SearchParameters()
+        params.sel = selector
+        kk = min(k, len(allowed_keys))
+        d, labels = self._index.search(self._prepare(q), kk, params=params)
+        return self._sorted(labels, self._to_scores(d, labels), k)
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        path = directory / f"index-{tag}.faiss"
+        faiss.write_index(self._index, str(path))
+        return {"index": path}
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        index = faiss.read_index(str(files["index"]))
+        if index.d != self.dim:
+            raise ValueError(f"FAISS index has dimension {index.d}, manifest says {self.dim}")
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise ValueError(f"expected an IndexIDMap2, found {type(index).__name__}")
+        self._index = index
+        ids = faiss.vector_to_array(self._index.id_map)
+        self._keys = set(ids.astype(np.int64).tolist())
+        self._gpu = None
+
+
+class FaissHNSWIndex(_FaissBase):
+    """``faiss-hnsw``: ``IndexHNSWFlat`` graph search.
+
+    HNSW graphs cannot drop nodes, so removal marks the node's internal id dead (search skips it
+    through an ID selector) and the graph is rebuilt from its own vectors once more than half of
+    it is dead.
+
+    Options:
+        M: graph degree (32). efConstruction: build beam (200). efSearch: search beam (64, raised to k).
+    """
+
+    kind = "faiss-hnsw"
+    defaults = {"M": 32, "efConstruction": 200, "efSearch": 64}
+
+    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
+        super().__init__(dim, metric, **options)
+        self._reset_graph()
+
+    def _validate_options(self) -> None:
+        _check_positive(self.options, "M", "efConstruction", "efSearch")
+
+    def _reset_graph(self) -> None:
+        self._index = faiss.IndexHNSWFlat(self.dim, self.options["M"], _FAISS_METRIC[self.metric])
+        self._index.hnsw.efConstruction = self.options["efConstruction"]
+        self._index.hnsw.efSearch = self.options["efSearch"]
+        self._labels = np.empty(0, dtype=np.int64)  # internal id -> key, -1 when removed
+        self._internal: dict[int, int] = {}
+        self._dead = 0
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        start = self._index.ntotal
+        self._index.add(self._prepare(vectors))
+        self._labels = np.concatenate([self._labels, keys])
+        for i, key in enumerate(keys.tolist()):
+            self._internal[key] = start + i
+
+    def _remove(self, keys: np.ndarray) -> None:
+        for key in keys.tolist():
+            self._labels[self._internal.pop(key)] = -1
+        self._dead += len(keys)
+        if self._dead > 1000 and self._dead * 2 > len(self._labels):
+            self._compact()
+
+    def _compact(self) -> None:
+        live = np.nonzero(self._labels >= 0)[0]
+        keys = self._labels[live]
+        vectors = self._index.reconstruct_batch(live) if len(live) else np.empty((0, self.dim), np.float32)
+        logger.info("faiss-hnsw: rebuilding graph without %d removed vectors", self._dead)
+        self._reset_graph()
+        if len(keys):
+            # vectors are already prepared (normalised for cosine); add them as they are
+            start = self._index.ntotal
+            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._labels = keys.copy()
+            self._internal = {int(k): start + i for i, k in enumerate(keys.tolist())}
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        ids = np.fromiter((self._internal[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
+
+    def _run(self, queries: np.ndarray, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
+        # ``selectors`` keeps every SWIG selector object alive for the call; the last one is used.
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(self.options["efSearch"], k)
+        if selectors:
+            params.sel = selectors[-1]
+        d, ids = self._index.search(self._prepare(queries), k, params=params)
+        keys = np.where(ids >= 0, self._labels[np.maximum(ids, 0)], -1)
+        return self._sorted(keys, self._to_scores(d, keys), k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = min(k, len(self))
+        if self._dead:
+            dead = faiss.IDSelectorBatch(np.nonzero(self._labels < 0)[0].astype(np.int64))
+            keys, scores = self._run(queries, kk, dead, faiss.IDSelectorNot(dead))
+        else:
+            keys, scores = self._run(queries, kk)
+        return pad_results(keys, scores, k)
+
+    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter((self._internal[x] for x in allowed_keys.tolist()), dtype=np.int64, count=len(allowed_keys))
+        keys, scores = self._run(q, min(k, len(ids)), faiss.IDSelectorBatch(ids))
+        return pad_results(keys, scores, k)
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        path = directory / f"index-{tag}.faiss"
+        faiss.write_index(self._index, str(path))
+        labels = directory / f"index-{tag}.labels.npy"
+        with open(labels, "wb") as fh:
+            np.save(fh, self._labels, allow_pickle=False)
+        return {"index": path, "labels": labels}
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        index = faiss.read_index(str(files["index"]))
+        labels = np.load(files["labels"], allow_pickle=False)
+        if index.d != self.dim or labels.ndim != 1 or len(labels) != index.ntotal:
+            raise ValueError(f"graph of {index.ntotal} x {index.d} does not match {len(labels)} labels / dim {self.dim}")
+        self._index = index
+        self._index.hnsw.efSearch = self.options["efSearch"]
+        self._labels = labels.astype(np.int64)
+        live = np.nonzero(self._labels >= 0)[0]
+        self._internal = {int(self._labels[i]): int(i) for i in live}
+        self._dead = int(len(self._labels) - len(live))
+        self._keys = set(self._internal)
+
+
+class FaissIVFIndex(_FaissBase):
+    """``faiss-ivf``: inverted lists of exact vectors (``IndexIVFFlat``).
+
+    Until ``train_size`` vectors exist (default ``max(39 * nlist, 1000)``) vectors are kept in an
+    exact table and searched by brute force; the first ``add`` that reaches it trains the coarse
+    quantizer on everything stored and moves the vectors into the inverted lists.
+
+    Options:
+        nlist: number of lists (256). nprobe: lists visited per query (32). train_size: see above.
+        device: ``"auto"`` / ``"cpu"`` / ``"cuda"`` (GPU replica for search when FAISS has GPUs).
+    """
+
+    kind = "faiss-ivf"
+    defaults: dict[str, Any] = {"nlist": 256, "nprobe": 32, "train_size": None, "device": "auto"}
+
+    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
+        super().__init__(dim, metric, **options)
+        self._buffer: VectorTable | None = VectorTable(self.dim)
+        self._index: Any = None
+        self._gpu: Any = None
+
+    def _validate_options(self) -> None:
+        _check_positive(self.options, "nlist", "nprobe")
+        ts = self.options["train_size"]
+        if ts is not None and (not isinstance(ts, int) or ts < self.options["nlist"]):
+            raise InvalidInputError(f"train_size must be None or an int >= nlist, got {ts!r}")
+        _check_device(self.options)
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the inverted lists exist (before that, search is exact)."""
+        return self._index is not None
+
+    @property
+    def train_size(self) -> int:
+        """How many vectors trigger training."""
+        ts = self.options["train_size"]
+        return int(ts) if ts is not None else max(39 * self.options["nlist"], 1000)
+
+    def _new_ivf(self) -> Any:
+        quantizer = faiss.IndexFlat(self.dim, _FAISS_METRIC[self.metric])
+        return faiss.IndexIVFFlat(quantizer, self.dim, self.options["nlist"], _FAISS_METRIC[self.metric])
+
+    def _train(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        index = self._new_ivf()
+        index.train(vectors)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        index.add_with_ids(vectors, keys)
+        index.nprobe = self.options["nprobe"]
+        self._index = index
+        self._buffer = None
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        prepared = self._prepare(vectors)
+        self._gpu = None
+        if self._index is not None:
+            self._index.add_with_ids(prepared, keys)
+            return
+        assert self._buffer is not None
+        self._buffer.add(keys, prepared)
+        if len(self._buffer) >= self.train_size:
+            self._train(self._buffer.keys.copy(), self._buffer.vectors.copy())
+
+    def _remove(self, keys: np.ndarray) -> None:
+        self._gpu = None
+        if self._index is not None:
+            # the hashtable direct map only accepts an explicit id array
+            self._index.remove_ids(faiss.IDSelectorArray(keys))
+        else:
+            assert self._buffer is not None
+            self._buffer.remove(keys)
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        if self._index is None:
+            assert self._buffer is not None
+            return self._buffer.get(keys)
+        return np.stack([self._index.reconstruct(int(k)) for k in keys]).astype(np.float32)
+
+    def _searcher(self) -> Any:
+        if self.options["device"] == "cpu" or faiss_gpu_count() == 0:
+            return self._index
+        if self._gpu is None:
+            self._gpu = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, self._index)
+            self._gpu.nprobe = self.options["nprobe"]
+        return self._gpu
+
+    def _search_buffer(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self._buffer is not None
+        return top_k(exact_scores(self.metric, queries, self._buffer.vectors), self._buffer.keys, k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            return self._search_buffer(queries, k)
+        kk = min(k, len(self))
+        d, labels = self._searcher().search(self._prepare(queries), kk)
+        return self._sorted(labels, self._to_scores(d, labels), k)
+
+    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            return self._search_exact_subset(q, k, allowed_keys)
+        selector = faiss.IDSelectorBatch(allowed_keys)
+        params = faiss.SearchParametersIVF()
+        params.sel = selector
+        params.nprobe = self.options["nprobe"]
+        d, labels = self._index.search(self._prepare(q), min(k, len(allowed_keys)), params=params)
+        return self._sorted(labels, self._to_scores(d, labels), k)
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        if self._index is None:
+            assert self._buffer is not None
+            kp, vp = directory / f"index-{tag}.keys.npy", directory / f"index-{tag}.vectors.npy"
+            with open(kp, "wb") as fh:
+                np.save(fh, self._buffer.keys, allow_pickle=False)
+            with open(vp, "wb") as fh:
+                np.save(fh, self._buffer.vectors, allow_pickle=False)
+            return {"buffer_keys": kp, "buffer_vectors": vp}
+        path = directory / f"index-{tag}.faiss"
+        faiss.write_index(self._index, str(path))
+        return {"index": path}
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        self._gpu = None
+        if "index" not in files:
+            keys = np.load(files["buffer_keys"], allow_pickle=False).astype(np.int64)
+            vecs = np.load(files["buffer_vectors"], allow_pickle=False)
+            if vecs.shape != (len(keys), self.dim) or vecs.dtype != np.float32:
+                raise ValueError(f"buffer arrays have shapes {keys.shape} / {vecs.shape}")
+            self._buffer = VectorTable(self.dim)
+            self._buffer.add(keys, vecs)
+            self._index = None
+            self._keys = set(keys.tolist())
+            return
+        index = faiss.read_index(str(files["index"]))
+        if index.d != self.dim:
+            raise ValueError(f"FAISS index has dimension {index.d}, manifest says {self.dim}")
+        if not isinstance(index, faiss.IndexIVF):
+            raise ValueError(f"expected an IVF index, found {type(index).__name__}")
+        index.nprobe = self.options["nprobe"]
+        if index.direct_map.type == faiss.DirectMap.NoMap:
+            index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self._index = index
+        self._buffer = None
+        self._keys = set(self._list_ids().tolist())
+
+    def _list_ids(self) -> np.ndarray:
+        invlists = self._index.invlists
+        parts = []
+        for lst in range(self._index.nlist):
+            size = invlists.list_size(lst)
+            if size:
+                parts.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+
+class FaissIVFPQIndex(FaissIVFIndex):
+    """``faiss-ivfpq``: inverted lists of product-quantized codes (``IndexIVFPQ``).
+
+    PQ scores are approximate, so by default the ``refine_factor * k`` best PQ candidates are
+    rescored exactly on a float32 copy of the vectors (``refine_factor=0`` drops that copy and
+    returns raw PQ scores — the store rescores from SQLite anyway, with its own over-fetch).
+
+    Options:
+        nlist (256), nprobe (32), m: sub-quantizers (``dim // 8`` when it divides), nbits (8),
+        refine_factor (4), train_size (``max(39 * nlist, 256 * 2**nbits / 64, 1000)``), device.
+    """
+
+    kind = "faiss-ivfpq"
+    metrics = ("cosine", "dot", "euclidean")
+    defaults: dict[str, Any] = {
+        "nlist": 256,
+        "nprobe": 32,
+        "m": None,
+        "nbits": 8,
+        "refine_factor": 4,
+        "train_size": None,
+        "device": "auto",
+    }
+
+    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
+        super().__init__(dim, metric, **options)
+        self._exact: VectorTable | None = VectorTable(self.dim) if self.options["refine_factor"] else None
+
+    def _validate_options(self) -> None:
+        super()._validate_options()
+        if self.options["m"] is None:
+            self.options["m"] = next(m for m in (self.dim // 8, self.dim // 4, self.dim // 2, 1) if m and self.dim % m == 0)
+        _check_positive(self.options, "m", "nbits")
+        if self.dim % self.options["m"]:
+            raise InvalidInputError(f"m={self.options['m']} must divide the dimension {self.dim}")
+        rf = self.options["refine_factor"]
+        if not isinstance(rf, int) or rf < 0:
+            raise InvalidInputError(f"refine_factor must be an int >= 0, got {rf!r}")
+
+    def _new_ivf(self) -> Any:
+        quantizer = faiss.IndexFlat(self.dim, _FAISS_METRIC[self.metric])
+        return faiss.IndexIVFPQ(
+            quantizer, self.dim, self.options["nlist"], self.options["m"], self.options["nbits"], _FAISS_METRIC[self.metric]
+        )
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        super()._add(keys, vectors)
+        if self._exact is not None:
+            self._exact.add(keys, self._prepare(vectors))
+
+    def _remove(self, keys: np.ndarray) -> None:
+        super()._remove(keys)
+        if self._exact is not None:
+            self._exact.remove(keys)
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        if self._exact is not None:
+            return self._exact.get(keys)
+        return super()._vectors_for(keys)
+
+    def _refine(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        assert self._exact is not None
+        out_k = np.full((len(queries), k), -1, dtype=np.int64)
+        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for i in range(len(queries)):
+            cand = keys[i][keys[i] >= 0]
+            if len(cand) == 0:
+                continue
+            rk, rs = top_k(exact_scores(self.metric, queries[i : i + 1], self._exact.get(cand)), cand, k)
+            out_k[i], out_s[i] = rk[0], rs[0]
+        return out_k, out_s
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rf = self.options["refine_factor"]
+        if self._index is None or not rf:
+            return super()._search(queries, k)
+        keys, _ = super()._search(queries, k * rf)
+        return self._refine(queries, keys, k)
+
+    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rf = self.options["refine_factor"]
+        if self._index is None or not rf:
+            return super()._search_filtered(q, k, allowed_keys)
+        keys, _ = super()._search_filtered(q, k * rf, allowed_keys)
+        return self._refine(q, keys, k)
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        files = super()._write_files(directory, tag)
+        if self._exact is not None and "index" in files:
+            kp, vp = directory / f"index-{tag}.refine_keys.npy", directory / f"index-{tag}.refine_vectors.npy"
+            with open(kp, "wb") as fh:
+                np.save(fh, self._exact.keys, allow_pickle=False)
+            with open(vp, "wb") as fh:
+                np.save(fh, self._exact.vectors, allow_pickle=False)
+            files.update({"refine_keys": kp, "refine_vectors": vp})
+        return files
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        super()._read_files(files)
+        if self.options["refine_factor"]:
+            self._exact = VectorTable(self.dim)
+            if "refine_keys" in files:
+                keys = np.load(files["refine_keys"], allow_pickle=False).astype(np.int64)
+                vecs = np.load(files["refine_vectors"], allow_pickle=False)
+                if vecs.shape != (len(keys), self.dim) or set(keys.tolist()) != self._keys:
+                    raise ValueError("refinement vectors do not match the index")
+                self._exact.add(keys, vecs)
+            else:
+                assert self._buffer is not None
+                self._exact.add(self._buffer.keys.copy(), self._buffer.vectors.copy())

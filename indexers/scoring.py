@@ -1,0 +1,89 @@
+"""Exact scores and top-k selection in numpy: the definition every backend's scores are checked against.
+
+Scores are higher-is-better: cosine, dot, ``-euclidean`` and ``-manhattan``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vectorstore.errors import UnsupportedMetricError
+
+__all__ = ["METRICS", "check_metric", "exact_scores", "normalize_rows", "pad_results", "top_k"]
+
+METRICS: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
+
+
+def check_metric(metric: str) -> str:
+    """Validate a metric name (``dot_product`` is accepted for ``dot``)."""
+    m = str(getattr(metric, "value", metric)).lower()
+    if m == "dot_product":
+        m = "dot"
+    if m not in METRICS:
+        raise UnsupportedMetricError(f"unknown metric {metric!r}; expected one of {list(METRICS)}")
+    return m
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Unit-L2 rows (zero rows stay zero), float32."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """``float32[q, n]`` exact scores of every query against every vector."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if x.ndim == 1:
+        x = x[None, :]
+    if metric == "dot":
+        return q @ x.T
+    if metric == "cosine":
+        return normalize_rows(q) @ normalize_rows(x).T
+    if metric == "euclidean":
+        # float64: the |q|² - 2q·x + |x|² expansion cancels badly for near neighbours in float32
+        q64, x64 = q.astype(np.float64), x.astype(np.float64)
+        sq = (q64 * q64).sum(1)[:, None] - 2.0 * (q64 @ x64.T) + (x64 * x64).sum(1)[None, :]
+        return (-np.sqrt(np.maximum(sq, 0.0))).astype(np.float32)
+    if metric == "manhattan":
+        out = np.empty((q.shape[0], x.shape[0]), dtype=np.float32)
+        x64 = x.astype(np.float64)
+        for i in range(q.shape[0]):
+            out[i] = -np.abs(x64 - q[i].astype(np.float64)).sum(axis=1)
+        return out
+    raise UnsupportedMetricError(f"unknown metric {metric!r}")
+
+
+def pad_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Widen ``[q, m]`` results to ``[q, k]`` with ``-1`` keys and ``-inf`` scores."""
+    q, m = keys.shape
+    if m >= k:
+        return keys[:, :k], scores[:, :k]
+    out_k = np.full((q, k), -1, dtype=np.int64)
+    out_s = np.full((q, k), -np.inf, dtype=np.float32)
+    out_k[:, :m] = keys
+    out_s[:, :m] = scores
+    return out_k, out_s
+
+
+def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` of each row of ``scores[q, n]`` (labelled by ``keys[n]``), sorted, padded to ``k``.
+
+    Ties are broken by the smaller key so that every backend orders equal scores the same way.
+    """
+    q, n = scores.shape
+    if n == 0:
+        return pad_results(np.empty((q, 0), np.int64), np.empty((q, 0), np.float32), k)
+    kk = min(k, n)
+    if kk < n:
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    else:
+        part = np.tile(np.arange(n), (q, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    part_keys = keys[part]
+    order = np.lexsort((part_keys, -part_scores), axis=1)
+    out_keys = np.take_along_axis(part_keys, order, axis=1).astype(np.int64, copy=False)
+    out_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32, copy=False)
+    return pad_results(out_keys, out_scores, k)

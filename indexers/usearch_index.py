@@ -1,0 +1,130 @@
+"""``usearch-hnsw``: USearch's HNSW with f32 / f16 / i8 / b1 storage.
+
+Metrics: cosine (``cos``), dot (``ip``), euclidean (``l2sq``, reported as ``-sqrt``). USearch has no
+L1 metric, so manhattan is refused. ``dtype="b1"`` stores the sign bit of each dimension and ranks
+by Hamming distance (scores are ``-hamming``): a coarse first stage meant to be rescored exactly,
+with no recall promise of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from usearch.index import Index
+
+from indexers.base import BaseIndex
+from indexers.scoring import exact_scores, normalize_rows, pad_results, top_k
+from vectorstore.errors import InvalidInputError, UnsupportedMetricError
+
+__all__ = ["USearchIndex"]
+
+_METRICS = {"cosine": "cos", "dot": "ip", "euclidean": "l2sq"}
+_DTYPES = ("f32", "f16", "i8", "b1")
+
+
+class USearchIndex(BaseIndex):
+    """``usearch-hnsw``.
+
+    Options:
+        connectivity (32), expansion_add (200), expansion_search (64, raised to k), dtype (``"f16"``;
+        ``"i8"`` only with cosine, since it casts unit-range values).
+    """
+
+    kind = "usearch-hnsw"
+    metrics = ("cosine", "dot", "euclidean")
+    defaults: dict[str, Any] = {"connectivity": 32, "expansion_add": 200, "expansion_search": 64, "dtype": "f16"}
+
+    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
+        super().__init__(dim, metric, **options)
+        self._index = self._new_index()
+
+    def _validate_options(self) -> None:
+        for name in ("connectivity", "expansion_add", "expansion_search"):
+            v = self.options[name]
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise InvalidInputError(f"option {name} must be a positive int, got {v!r}")
+        if self.options["dtype"] not in _DTYPES:
+            raise InvalidInputError(f"dtype must be one of {list(_DTYPES)}, got {self.options['dtype']!r}")
+        if self.options["dtype"] == "i8" and self.metric != "cosine":
+            # USearch's i8 maps [-1, 1] onto [-127, 127]: only unit vectors survive the cast
+            raise UnsupportedMetricError(f"usearch dtype 'i8' needs the cosine metric, got {self.metric!r}")
+
+    @property
+    def _binary(self) -> bool:
+        return bool(self.options["dtype"] == "b1")
+
+    def _new_index(self) -> Index:
+        return Index(
+            ndim=self.dim,
+            metric="hamming" if self._binary else _METRICS[self.metric],
+            dtype=self.options["dtype"],
+            connectivity=self.options["connectivity"],
+            expansion_add=self.options["expansion_add"],
+            expansion_search=self.options["expansion_search"],
+        )
+
+    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+        if self._binary:
+            return np.packbits(vectors > 0, axis=1)
+        return normalize_rows(vectors) if self.metric == "cosine" else vectors
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self._index.add(keys.astype(np.uint64), self._prepare(vectors), threads=0)
+
+    def _remove(self, keys: np.ndarray) -> None:
+        self._index.remove(keys.astype(np.uint64))
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        got = np.asarray(self._index.get(keys.astype(np.uint64)))
+        if self._binary:
+            return np.where(np.unpackbits(got.astype(np.uint8), axis=1)[:, : self.dim] > 0, 1.0, -1.0).astype(np.float32)
+        return got.astype(np.float32)
+
+    def _search_exact_subset(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self._binary:
+            return super()._search_exact_subset(q, k, allowed_keys)
+        codes = np.asarray(self._index.get(allowed_keys.astype(np.uint64))).astype(np.uint8)
+        qb = np.packbits(q > 0, axis=1)
+        ham = np.unpackbits(qb[:, None, :] ^ codes[None, :, :], axis=2).sum(axis=2)
+        return top_k(-ham.astype(np.float32), allowed_keys, k)
+
+    def _to_scores(self, distances: np.ndarray) -> np.ndarray:
+        d = distances.astype(np.float32)
+        if self._binary:
+            return -d
+        if self.metric == "euclidean":
+            return -np.sqrt(np.maximum(d, 0.0))
+        return 1.0 - d  # cos and ip distances are 1 - similarity
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = min(k, len(self))
+        self._index.expansion_search = max(self.options["expansion_search"], kk)
+        m = self._index.search(self._prepare(queries), kk, threads=0)
+        keys = np.asarray(m.keys).reshape(len(queries), -1).astype(np.int64)
+        dist = np.asarray(m.distances).reshape(len(queries), -1)
+        counts = np.asarray(m.counts).reshape(-1)
+        valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
+        keys = np.where(valid, keys, -1)
+        scores = np.where(valid, self._to_scores(dist), -np.inf).astype(np.float32)
+        safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
+        order = np.lexsort((safe, -scores), axis=1)
+        return pad_results(np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k)
+
+    def exact_rescore(self, queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Scores of ``keys`` recomputed from the stored (possibly quantized) vectors."""
+        return exact_scores(self.metric, queries, self._vectors_for(keys))
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        path = directory / f"index-{tag}.usearch"
+        self._index.save(str(path))
+        return {"index": path}
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        index = self._new_index()
+        index.load(str(files["index"]))
+        if index.ndim != self.dim:
+            raise ValueError(f"USearch index has dimension {index.ndim}, manifest says {self.dim}")
+        self._index = index
+        self._keys = set(np.asarray(index.keys).astype(np.int64).tolist())

@@ -1,0 +1,293 @@
+"""One contract, every backend: each test runs against every configuration in conftest.BACKENDS."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import indexers
+from indexers.scoring import exact_scores
+from tests.indexers.conftest import Backend, clustered
+from vectorstore.errors import (
+    DimensionMismatchError,
+    DuplicateIDError,
+    IncompatibleIndexError,
+    IndexCorruptedError,
+    InvalidIDError,
+    InvalidInputError,
+    InvalidVectorError,
+    UnsupportedMetricError,
+)
+
+DIM = 16
+N = 600
+
+
+def _make(b: Backend, metric: str = "cosine") -> indexers.BaseIndex:
+    return indexers.make_index(b.kind, DIM, metric, **b.options)
+
+
+def _metrics(b: Backend) -> list[str]:
+    if b.options.get("dtype") == "i8":
+        return ["cosine"]
+    return list(indexers.index_class(b.kind).metrics)
+
+
+def _exact(metric: str, keys: np.ndarray, vectors: np.ndarray) -> indexers.BaseIndex:
+    ex = indexers.make_index("exact", DIM, metric)
+    ex.add(keys, vectors)
+    return ex
+
+
+def _check_against_exact(b, index, exact, queries, k, allowed=None):
+    got_k, got_s = index.search(queries, k, allowed=allowed)
+    want_k, want_s = exact.search(queries, k, allowed=allowed)
+    assert got_k.shape == got_s.shape == (len(queries), k)
+    assert got_k.dtype == np.int64 and got_s.dtype == np.float32
+    # every returned score is the exact score of that key (within the storage precision)
+    for row_k, row_s, qv in zip(got_k, got_s, queries):
+        valid = row_k >= 0
+        if valid.any():
+            truth = exact_scores(exact.metric, qv[None, :], exact._vectors_for(row_k[valid]))[0]
+            if exact.metric == "cosine":
+                truth = exact_scores("cosine", qv[None, :], exact._vectors_for(row_k[valid]))[0]
+            np.testing.assert_allclose(row_s[valid], truth, atol=b.score_tol * max(1.0, np.abs(truth).max()))
+        assert np.all(np.diff(row_s[valid]) <= 1e-6), "scores must be sorted descending"
+        assert np.all(row_s[~valid] == -np.inf)
+    if b.exact_keys:
+        for g, w in zip(got_k, want_k):
+            assert set(g.tolist()) == set(w.tolist())
+    else:
+        recall = np.mean([len(set(g[g >= 0]) & set(w[w >= 0])) / max(1, (w >= 0).sum()) for g, w in zip(got_k, want_k)])
+        assert recall >= b.min_recall
+    return got_k, got_s
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "manhattan"])
+def test_search_matches_exact(backend, rng, metric):
+    if metric not in _metrics(backend):
+        with pytest.raises(UnsupportedMetricError, match=metric):
+            _make(backend, metric)
+        return
+    x = clustered(rng, N, DIM)
+    keys = np.arange(N, dtype=np.int64) * 7 + 3
+    index = _make(backend, metric)
+    index.add(keys, x)
+    assert len(index) == N and index.dim == DIM and index.metric == metric
+    q = clustered(rng, 25, DIM)
+    _check_against_exact(backend, index, _exact(metric, keys, x), q, 10)
+
+
+def test_keys_preserved_and_self_is_nearest(backend, rng):
+    x = clustered(rng, 300, DIM)
+    keys = np.int64(10**12) + rng.permutation(10**6)[:300].astype(np.int64)
+    index = _make(backend)
+    index.add(keys, x)
+    got, scores = index.search(x[:20], 1)
+    assert set(got[:, 0].tolist()) <= set(keys.tolist())
+    if backend.exact_keys:
+        assert got[:, 0].tolist() == keys[:20].tolist()
+    assert set(index.keys().tolist()) == set(keys.tolist())
+    assert int(keys[5]) in index and 1 not in index
+
+
+def test_padding_when_fewer_than_k(backend, rng):
+    index = _make(backend)
+    x = clustered(rng, 5, DIM)
+    index.add(np.arange(5), x)
+    k, s = index.search(x[:3], 10)
+    assert k.shape == (3, 10)
+    assert (k[:, :5] >= 0).all() and (k[:, 5:] == -1).all()
+    assert np.isfinite(s[:, :5]).all() and (s[:, 5:] == -np.inf).all()
+
+
+def test_empty_index_search(backend, rng):
+    index = _make(backend)
+    k, s = index.search(clustered(rng, 2, DIM), 4)
+    assert (k == -1).all() and (s == -np.inf).all() and k.shape == (2, 4)
+    k, s = index.search(np.empty((0, DIM), np.float32), 4)
+    assert k.shape == (0, 4)
+
+
+def test_remove_and_readd(backend, rng):
+    x = clustered(rng, N, DIM)
+    keys = np.arange(N, dtype=np.int64)
+    index = _make(backend)
+    index.add(keys, x)
+    gone = keys[::2]
+    assert index.remove(np.concatenate([gone, [10**9]])) == len(gone)
+    assert len(index) == N - len(gone)
+    assert index.remove(gone) == 0
+    live = keys[1::2]
+    q = clustered(rng, 20, DIM)
+    got, _ = _check_against_exact(backend, index, _exact("cosine", live, x[1::2]), q, 10)
+    assert not np.isin(got, gone).any()
+    # re-add removed keys with new vectors: they come back with the new ones
+    new = clustered(rng, len(gone), DIM)
+    index.add(gone, new)
+    assert len(index) == N
+    all_keys = np.concatenate([live, gone])
+    all_vecs = np.concatenate([x[1::2], new])
+    _check_against_exact(backend, index, _exact("cosine", all_keys, all_vecs), q, 10)
+
+
+@pytest.mark.parametrize("selectivity", [0.01, 0.1, 0.6])
+def test_allowed_equals_exact_over_subset(backend, rng, selectivity):
+    x = clustered(rng, 2000, DIM)
+    keys = np.arange(2000, dtype=np.int64)
+    index = _make(backend)
+    index.add(keys, x)
+    allowed = rng.choice(keys, size=int(2000 * selectivity), replace=False)
+    q = clustered(rng, 15, DIM)
+    exact = _exact("cosine", keys, x)
+    got, _ = _check_against_exact(backend, index, exact, q, 10, allowed=allowed)
+    assert np.isin(got[got >= 0], allowed).all()
+    assert ((got >= 0).sum(axis=1) == 10).all()
+    # a set and a list are accepted too; unknown keys in allowed are ignored
+    got_set, _ = index.search(q, 10, allowed=set(allowed.tolist()) | {10**9})
+    np.testing.assert_array_equal(got_set, got)
+    none, _ = index.search(q, 3, allowed=[])
+    assert (none == -1).all()
+
+
+def test_save_load_equality(backend, rng, tmp_path):
+    x = clustered(rng, 800, DIM)
+    keys = np.arange(800, dtype=np.int64) + 5
+    index = _make(backend)
+    index.add(keys, x)
+    index.remove(keys[:50])
+    q = clustered(rng, 10, DIM)
+    before = index.search(q, 10)
+    index.save(tmp_path / "idx", sequence=42)
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert manifest["backend"] == backend.kind and manifest["dim"] == DIM and manifest["metric"] == "cosine"
+    assert manifest["sequence"] == 42 and manifest["count"] == 750 and manifest["format_version"] == 1
+    loaded = indexers.load_index(tmp_path / "idx")
+    assert type(loaded) is type(index) and loaded.spec == index.spec and loaded.sequence == 42
+    assert len(loaded) == 750
+    after = loaded.search(q, 10)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+    # the loaded index keeps working, and saving again replaces the old files
+    loaded.add(keys[:50], x[:50])
+    loaded.save(tmp_path / "idx", sequence=43)
+    again = indexers.load_index(tmp_path / "idx")
+    assert len(again) == 800 and again.sequence == 43
+    names = [p.name for p in (tmp_path / "idx").iterdir()]
+    assert len([n for n in names if n.startswith("index-")]) == len(json.loads((tmp_path / "idx" / "manifest.json").read_text())["files"])
+
+
+def test_input_errors(backend, rng):
+    index = _make(backend)
+    with pytest.raises(DimensionMismatchError, match="17"):
+        index.add([1], np.zeros((1, DIM + 1), np.float32))
+    with pytest.raises(InvalidVectorError, match="NaN"):
+        index.add([1, 2], np.array([[0.0] * DIM, [np.nan] * DIM], np.float32))
+    with pytest.raises(InvalidVectorError):
+        index.add([1], [["a"] * DIM])
+    with pytest.raises(InvalidIDError, match="non-negative"):
+        index.add([-5], np.ones((1, DIM), np.float32))
+    with pytest.raises(InvalidIDError):
+        index.add(["x"], np.ones((1, DIM), np.float32))
+    with pytest.raises(InvalidInputError, match="2 keys for 1"):
+        index.add([1, 2], np.ones((1, DIM), np.float32))
+    with pytest.raises(DimensionMismatchError):
+        index.search(np.ones((1, 3), np.float32), 1)
+    with pytest.raises(InvalidInputError, match="k must be"):
+        index.search(np.ones((1, DIM), np.float32), 0)
+    assert len(index) == 0
+
+
+def test_duplicate_keys_rejected_atomically(backend, rng):
+    index = _make(backend)
+    x = clustered(rng, 10, DIM)
+    index.add(np.arange(5), x[:5])
+    with pytest.raises(DuplicateIDError, match=r"\[7\]"):
+        index.add([6, 7, 7], x[5:8])
+    with pytest.raises(DuplicateIDError, match=r"\[3\]"):
+        index.add([8, 3], x[8:10])
+    assert len(index) == 5 and 8 not in index and 6 not in index
+    index.remove([3])
+    index.add([3], x[9:10])  # replace = remove then add
+    assert len(index) == 5
+
+
+def test_corrupt_files_raise_clear_errors(backend, rng, tmp_path):
+    index = _make(backend)
+    index.add(np.arange(400), clustered(rng, 400, DIM))
+    d = tmp_path / "idx"
+    index.save(d)
+    manifest = json.loads((d / "manifest.json").read_text())
+    native = d / next(iter(manifest["files"].values()))["name"]
+    data = native.read_bytes()
+
+    native.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(IndexCorruptedError, match="bytes"):
+        indexers.load_index(d)
+    garbled = bytearray(data)
+    garbled[len(garbled) // 2] ^= 0xFF
+    native.write_bytes(bytes(garbled))  # same size, one byte flipped
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        indexers.load_index(d)
+    native.write_bytes(data)
+    assert len(indexers.load_index(d)) == 400
+
+    (d / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexCorruptedError, match="unreadable"):
+        indexers.load_index(d)
+    manifest["format_version"] = 99
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IncompatibleIndexError, match="99"):
+        indexers.load_index(d)
+    (d / "manifest.json").unlink()
+    with pytest.raises(IndexCorruptedError, match="no index manifest"):
+        indexers.load_index(d)
+
+
+def test_spec_round_trips(backend):
+    index = _make(backend)
+    spec = index.spec
+    assert indexers.IndexSpec.from_json(spec.to_json()) == spec
+    clone = indexers.make_index(spec)
+    assert type(clone) is type(index) and clone.spec == spec
+    assert isinstance(index, indexers.VectorIndex)
+
+
+def test_unknown_kind_metric_and_option():
+    with pytest.raises(InvalidInputError, match="unknown index kind"):
+        indexers.make_index("annoy", 8)
+    with pytest.raises(UnsupportedMetricError, match="hamming"):
+        indexers.make_index("exact", 8, "hamming")
+    with pytest.raises(InvalidInputError, match="efSearchh"):
+        indexers.make_index("faiss-hnsw", 8, efSearchh=3)
+    with pytest.raises(InvalidInputError, match="dim"):
+        indexers.make_index("exact", 0)
+
+
+def test_load_with_expected_spec(tmp_path, rng):
+    index = indexers.make_index("faiss-flat", DIM, "dot")
+    index.add(np.arange(3), clustered(rng, 3, DIM))
+    index.save(tmp_path)
+    with pytest.raises(IncompatibleIndexError, match="expected"):
+        indexers.load_index(tmp_path, expect=indexers.IndexSpec("faiss-flat", DIM, "cosine"))
+    assert len(indexers.load_index(tmp_path, expect=indexers.IndexSpec("faiss-flat", DIM, "dot"))) == 3
+
+
+def test_ivf_trains_when_enough_vectors(rng):
+    index = indexers.make_index("faiss-ivf", DIM, nlist=4, train_size=200)
+    x = clustered(rng, 300, DIM)
+    index.add(np.arange(150), x[:150])
+    assert not index.is_trained
+    index.add(np.arange(150, 300), x[150:])
+    assert index.is_trained and len(index) == 300
+
+
+def test_usearch_binary_dtype_ranks_by_hamming(rng):
+    index = indexers.make_index("usearch-hnsw", 64, dtype="b1")
+    x = rng.standard_normal((200, 64)).astype(np.float32)
+    index.add(np.arange(200), x)
+    keys, scores = index.search(x[:5], 3)
+    assert keys[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert (scores[:, 0] == 0).all() and (scores[:, 1:] < 0).all()
