@@ -45,7 +45,9 @@ def index_class(kind: str) -> type[BaseIndex]:
     raise InvalidInputError(f"unknown index kind {kind!r}; expected one of {list(KINDS)}")
 
 
-def make_index(kind: str | IndexSpec, dim: int | None = None, metric: str = "cosine", **options: Any) -> BaseIndex:
+def make_index(
+    kind: str | IndexSpec, dim: int | None = None, metric: str = "cosine", **options: Any
+) -> BaseIndex:
     """Create an empty index from a kind name (plus dim, metric, options) or an :class:`IndexSpec`."""
     if isinstance(kind, IndexSpec):
         return index_class(kind.kind)(kind.dim, kind.metric, **dict(kind.options))
@@ -54,7 +56,9 @@ def make_index(kind: str | IndexSpec, dim: int | None = None, metric: str = "cos
     return index_class(kind)(dim, metric, **options)
 
 
-def load_index(directory: str | os.PathLike[str], *, verify: bool = True, expect: IndexSpec | None = None) -> BaseIndex:
+def load_index(
+    directory: str | os.PathLike[str], *, verify: bool = True, expect: IndexSpec | None = None
+) -> BaseIndex:
     """Load a saved index; the manifest names the backend.
 
     Args:
@@ -71,9 +75,13 @@ def load_index(directory: str | os.PathLike[str], *, verify: bool = True, expect
     try:
         cls = index_class(str(manifest["backend"]))
     except InvalidInputError as exc:
-        raise IncompatibleIndexError(f"index in {d} was written by unknown backend {manifest['backend']!r}") from exc
+        raise IncompatibleIndexError(
+            f"index in {d} was written by unknown backend {manifest['backend']!r}"
+        ) from exc
     if expect is not None and (
-        expect.kind != manifest["backend"] or expect.dim != manifest["dim"] or expect.metric != manifest["metric"]
+        expect.kind != manifest["backend"]
+        or expect.dim != manifest["dim"]
+        or expect.metric != manifest["metric"]
     ):
         raise IncompatibleIndexError(
             f"index in {d} is {manifest['backend']}/{manifest['dim']}/{manifest['metric']}, "

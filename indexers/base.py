@@ -17,6 +17,7 @@ Contract every backend keeps (``tests/indexers`` checks it for each one):
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import logging
 import os
@@ -74,7 +75,9 @@ class IndexSpec:
     def from_dict(cls, data: Mapping[str, Any]) -> IndexSpec:
         """Inverse of :meth:`to_dict`."""
         try:
-            return cls(str(data["kind"]), int(data["dim"]), str(data["metric"]), dict(data.get("options") or {}))
+            return cls(
+                str(data["kind"]), int(data["dim"]), str(data["metric"]), dict(data.get("options") or {})
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"not an index spec: {data!r}") from exc
 
@@ -97,6 +100,7 @@ class VectorIndex(Protocol):
     def metric(self) -> str: ...
     @property
     def spec(self) -> IndexSpec: ...
+
     sequence: int
 
     def add(self, keys: Any, vectors: Any) -> None: ...
@@ -219,7 +223,7 @@ class BaseIndex(abc.ABC):
         return f"{type(self).__name__}(dim={self._dim}, metric={self._metric!r}, n={len(self)}, options={self.options})"
 
     # ------------------------------------------------------------------ validation
-    def _validate_options(self) -> None:
+    def _validate_options(self) -> None:  # noqa: B027 - optional hook, most backends override it
         """Subclasses check their option values here."""
 
     def _check_keys(self, keys: Any) -> np.ndarray:
@@ -268,14 +272,17 @@ class BaseIndex(abc.ABC):
             raise InvalidInputError(f"got {len(k)} keys for {len(v)} vectors")
         if len(k) == 0:
             return
-        uniq, counts = np.unique(k, return_counts=True)
-        if len(uniq) != len(k):
+        klist = k.tolist()
+        if len(set(klist)) != len(klist):
+            uniq, counts = np.unique(k, return_counts=True)
             raise DuplicateIDError(f"keys repeated within the batch: {uniq[counts > 1][:10].tolist()}")
-        present = [int(x) for x in k if int(x) in self._keys]
-        if present:
-            raise DuplicateIDError(f"keys already in the index (remove them first to replace): {present[:10]}")
+        if not self._keys.isdisjoint(klist):
+            present = [x for x in klist if x in self._keys]
+            raise DuplicateIDError(
+                f"keys already in the index (remove them first to replace): {present[:10]}"
+            )
         self._add(k, v)
-        self._keys.update(k.tolist())
+        self._keys.update(klist)
 
     def remove(self, keys: Any) -> int:
         """Remove the given keys; unknown keys are ignored. Returns how many were removed."""
@@ -320,11 +327,15 @@ class BaseIndex(abc.ABC):
         cand = np.unique(cand)
         return np.array([x for x in cand.tolist() if x in self._keys], dtype=np.int64)
 
-    def _search_exact_subset(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_exact_subset(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         vectors = self._vectors_for(allowed_keys)
         return top_k(exact_scores(self._metric, q, vectors), allowed_keys, k)
 
-    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Broad filters: over-fetch from the unfiltered search until ``k`` allowed keys survive."""
         n = len(self)
         fetch = min(n, max(2 * k, int(k * n / max(len(allowed_keys), 1) * 1.5)))
@@ -376,10 +387,8 @@ class BaseIndex(abc.ABC):
         keep = {p.name for p in written.values()} | {MANIFEST_NAME}
         for old in d.iterdir():
             if old.name not in keep and old.name.startswith(("index-", ".manifest.json.")):
-                try:
+                with contextlib.suppress(OSError):
                     old.unlink()
-                except OSError:
-                    pass
         return d
 
     @classmethod
@@ -392,16 +401,22 @@ class BaseIndex(abc.ABC):
                     raise IndexCorruptedError(f"index file {path} named by the manifest is missing")
                 size = path.stat().st_size
                 if size != int(info["size"]):
-                    raise IndexCorruptedError(f"index file {path} has {size} bytes, the manifest says {info['size']}")
+                    raise IndexCorruptedError(
+                        f"index file {path} has {size} bytes, the manifest says {info['size']}"
+                    )
                 if verify and _crc32(path) != int(info["crc32"]):
                     raise IndexCorruptedError(f"index file {path} fails its checksum (garbled)")
             except (KeyError, TypeError, ValueError) as exc:
-                raise IndexCorruptedError(f"index manifest in {directory} has a bad file entry: {info!r}") from exc
+                raise IndexCorruptedError(
+                    f"index manifest in {directory} has a bad file entry: {info!r}"
+                ) from exc
             files[role] = path
         try:
             index = cls(int(manifest["dim"]), str(manifest["metric"]), **dict(manifest["options"]))
         except (InvalidInputError, TypeError, ValueError) as exc:
-            raise IncompatibleIndexError(f"saved index in {directory} has options this version rejects: {exc}") from exc
+            raise IncompatibleIndexError(
+                f"saved index in {directory} has options this version rejects: {exc}"
+            ) from exc
         try:
             index._read_files(files)
         except IndexCorruptedError:

@@ -6,7 +6,7 @@ It is the oracle every other backend is tested against, and the right choice for
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class ExactIndex(BaseIndex):
     """
 
     kind = "exact"
-    defaults = {"chunk_size": 65536, "device": "auto"}
+    defaults: ClassVar[dict[str, Any]] = {"chunk_size": 65536, "device": "auto"}
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)

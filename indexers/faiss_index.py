@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
 
 from indexers.base import BaseIndex
 from indexers.exact import VectorTable
-from indexers.scoring import exact_scores, normalize_rows, pad_results, top_k
+from indexers.scoring import candidate_scores, exact_scores, normalize_rows, pad_results, top_k
 from vectorstore.errors import InvalidInputError
 
 __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "faiss_gpu_count"]
@@ -76,7 +76,9 @@ class _FaissBase(BaseIndex):
         # FAISS returns results sorted; re-sorting with the key tie-break keeps all backends consistent.
         safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
         order = np.lexsort((safe, -scores), axis=1)
-        return pad_results(np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k)
+        return pad_results(
+            np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k
+        )
 
 
 class FaissFlatIndex(_FaissBase):
@@ -87,7 +89,7 @@ class FaissFlatIndex(_FaissBase):
     """
 
     kind = "faiss-flat"
-    defaults = {"device": "auto"}
+    defaults: ClassVar[dict[str, Any]] = {"device": "auto"}
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
@@ -120,7 +122,9 @@ class FaissFlatIndex(_FaissBase):
         d, labels = self._searcher().search(self._prepare(queries), kk)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
-    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         selector = faiss.IDSelectorBatch(allowed_keys)
         params = faiss.SearchParameters()
         params.sel = selector
@@ -157,7 +161,7 @@ class FaissHNSWIndex(_FaissBase):
     """
 
     kind = "faiss-hnsw"
-    defaults = {"M": 32, "efConstruction": 200, "efSearch": 64}
+    defaults: ClassVar[dict[str, Any]] = {"M": 32, "efConstruction": 200, "efSearch": 64}
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
@@ -207,11 +211,14 @@ class FaissHNSWIndex(_FaissBase):
 
     def _run(self, queries: np.ndarray, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
         # ``selectors`` keeps every SWIG selector object alive for the call; the last one is used.
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(self.options["efSearch"], k)
-        if selectors:
-            params.sel = selectors[-1]
-        d, ids = self._index.search(self._prepare(queries), k, params=params)
+        if selectors or k > self.options["efSearch"]:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.options["efSearch"], k)
+            if selectors:
+                params.sel = selectors[-1]
+            d, ids = self._index.search(self._prepare(queries), k, params=params)
+        else:
+            d, ids = self._index.search(self._prepare(queries), k)
         keys = np.where(ids >= 0, self._labels[np.maximum(ids, 0)], -1)
         return self._sorted(keys, self._to_scores(d, keys), k)
 
@@ -224,8 +231,12 @@ class FaissHNSWIndex(_FaissBase):
             keys, scores = self._run(queries, kk)
         return pad_results(keys, scores, k)
 
-    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.fromiter((self._internal[x] for x in allowed_keys.tolist()), dtype=np.int64, count=len(allowed_keys))
+    def _search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.fromiter(
+            (self._internal[x] for x in allowed_keys.tolist()), dtype=np.int64, count=len(allowed_keys)
+        )
         keys, scores = self._run(q, min(k, len(ids)), faiss.IDSelectorBatch(ids))
         return pad_results(keys, scores, k)
 
@@ -241,7 +252,9 @@ class FaissHNSWIndex(_FaissBase):
         index = faiss.read_index(str(files["index"]))
         labels = np.load(files["labels"], allow_pickle=False)
         if index.d != self.dim or labels.ndim != 1 or len(labels) != index.ntotal:
-            raise ValueError(f"graph of {index.ntotal} x {index.d} does not match {len(labels)} labels / dim {self.dim}")
+            raise ValueError(
+                f"graph of {index.ntotal} x {index.d} does not match {len(labels)} labels / dim {self.dim}"
+            )
         self._index = index
         self._index.hnsw.efSearch = self.options["efSearch"]
         self._labels = labels.astype(np.int64)
@@ -264,7 +277,7 @@ class FaissIVFIndex(_FaissBase):
     """
 
     kind = "faiss-ivf"
-    defaults: dict[str, Any] = {"nlist": 256, "nprobe": 32, "train_size": None, "device": "auto"}
+    defaults: ClassVar[dict[str, Any]] = {"nlist": 256, "nprobe": 32, "train_size": None, "device": "auto"}
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
@@ -296,7 +309,7 @@ class FaissIVFIndex(_FaissBase):
 
     def _train(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         index = self._new_ivf()
-        index.train(vectors)
+        index.train(vectors[: self.train_size])
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         index.add_with_ids(vectors, keys)
         index.nprobe = self.options["nprobe"]
@@ -348,7 +361,9 @@ class FaissIVFIndex(_FaissBase):
         d, labels = self._searcher().search(self._prepare(queries), kk)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
-    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:
             return self._search_exact_subset(q, k, allowed_keys)
         selector = faiss.IDSelectorBatch(allowed_keys)
@@ -414,17 +429,17 @@ class FaissIVFPQIndex(FaissIVFIndex):
 
     Options:
         nlist (256), nprobe (32), m: sub-quantizers (``dim // 8`` when it divides), nbits (8),
-        refine_factor (4), train_size (``max(39 * nlist, 256 * 2**nbits / 64, 1000)``), device.
+        refine_factor (10), train_size (``max(39 * nlist, 1000)``), device.
     """
 
     kind = "faiss-ivfpq"
     metrics = ("cosine", "dot", "euclidean")
-    defaults: dict[str, Any] = {
+    defaults: ClassVar[dict[str, Any]] = {
         "nlist": 256,
         "nprobe": 32,
         "m": None,
         "nbits": 8,
-        "refine_factor": 4,
+        "refine_factor": 10,
         "train_size": None,
         "device": "auto",
     }
@@ -436,7 +451,9 @@ class FaissIVFPQIndex(FaissIVFIndex):
     def _validate_options(self) -> None:
         super()._validate_options()
         if self.options["m"] is None:
-            self.options["m"] = next(m for m in (self.dim // 8, self.dim // 4, self.dim // 2, 1) if m and self.dim % m == 0)
+            self.options["m"] = next(
+                m for m in (self.dim // 8, self.dim // 4, self.dim // 2, 1) if m and self.dim % m == 0
+            )
         _check_positive(self.options, "m", "nbits")
         if self.dim % self.options["m"]:
             raise InvalidInputError(f"m={self.options['m']} must divide the dimension {self.dim}")
@@ -447,7 +464,12 @@ class FaissIVFPQIndex(FaissIVFIndex):
     def _new_ivf(self) -> Any:
         quantizer = faiss.IndexFlat(self.dim, _FAISS_METRIC[self.metric])
         return faiss.IndexIVFPQ(
-            quantizer, self.dim, self.options["nlist"], self.options["m"], self.options["nbits"], _FAISS_METRIC[self.metric]
+            quantizer,
+            self.dim,
+            self.options["nlist"],
+            self.options["m"],
+            self.options["nbits"],
+            _FAISS_METRIC[self.metric],
         )
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
@@ -466,16 +488,21 @@ class FaissIVFPQIndex(FaissIVFIndex):
         return super()._vectors_for(keys)
 
     def _refine(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rescore each row's PQ candidates on the exact float copy, all rows at once."""
         assert self._exact is not None
-        out_k = np.full((len(queries), k), -1, dtype=np.int64)
-        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        for i in range(len(queries)):
-            cand = keys[i][keys[i] >= 0]
-            if len(cand) == 0:
-                continue
-            rk, rs = top_k(exact_scores(self.metric, queries[i : i + 1], self._exact.get(cand)), cand, k)
-            out_k[i], out_s[i] = rk[0], rs[0]
-        return out_k, out_s
+        valid = keys >= 0
+        cand = self._exact.get(np.where(valid, keys, keys[valid][0] if valid.any() else 0).reshape(-1))
+        cand = cand.reshape(keys.shape[0], keys.shape[1], self.dim)
+        scores = candidate_scores(self.metric, self._prepare(queries), cand)
+        scores[~valid] = -np.inf
+        kk = min(k, keys.shape[1])
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        part_s = np.take_along_axis(scores, part, axis=1)
+        order = np.argsort(-part_s, axis=1, kind="stable")
+        out_k = np.take_along_axis(np.take_along_axis(keys, part, axis=1), order, axis=1)
+        out_s = np.take_along_axis(part_s, order, axis=1)
+        out_k[out_s == -np.inf] = -1
+        return pad_results(out_k, out_s.astype(np.float32), k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rf = self.options["refine_factor"]
@@ -484,7 +511,9 @@ class FaissIVFPQIndex(FaissIVFIndex):
         keys, _ = super()._search(queries, k * rf)
         return self._refine(queries, keys, k)
 
-    def _search_filtered(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         rf = self.options["refine_factor"]
         if self._index is None or not rf:
             return super()._search_filtered(q, k, allowed_keys)

@@ -9,7 +9,15 @@ import numpy as np
 
 from vectorstore.errors import UnsupportedMetricError
 
-__all__ = ["METRICS", "check_metric", "exact_scores", "normalize_rows", "pad_results", "top_k"]
+__all__ = [
+    "METRICS",
+    "candidate_scores",
+    "check_metric",
+    "exact_scores",
+    "normalize_rows",
+    "pad_results",
+    "top_k",
+]
 
 METRICS: tuple[str, ...] = ("cosine", "dot", "euclidean", "manhattan")
 
@@ -56,6 +64,22 @@ def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.nd
     raise UnsupportedMetricError(f"unknown metric {metric!r}")
 
 
+def candidate_scores(metric: str, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """``float32[q, c]`` exact scores of ``queries[q, d]`` against their own ``candidates[q, c, d]``."""
+    if metric in ("dot", "cosine"):
+        q = normalize_rows(queries) if metric == "cosine" else queries
+        c = candidates
+        if metric == "cosine":
+            c = c / np.maximum(np.linalg.norm(c, axis=2, keepdims=True), 1e-12)
+        return np.einsum("qd,qcd->qc", q, c).astype(np.float32)
+    diff = candidates.astype(np.float64) - queries.astype(np.float64)[:, None, :]
+    if metric == "euclidean":
+        return (-np.sqrt((diff * diff).sum(axis=2))).astype(np.float32)
+    if metric == "manhattan":
+        return (-np.abs(diff).sum(axis=2)).astype(np.float32)
+    raise UnsupportedMetricError(f"unknown metric {metric!r}")
+
+
 def pad_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Widen ``[q, m]`` results to ``[q, k]`` with ``-1`` keys and ``-inf`` scores."""
     q, m = keys.shape
@@ -77,10 +101,7 @@ def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.
     if n == 0:
         return pad_results(np.empty((q, 0), np.int64), np.empty((q, 0), np.float32), k)
     kk = min(k, n)
-    if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    else:
-        part = np.tile(np.arange(n), (q, 1))
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (q, 1))
     part_scores = np.take_along_axis(scores, part, axis=1)
     part_keys = keys[part]
     order = np.lexsort((part_keys, -part_scores), axis=1)

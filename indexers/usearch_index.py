@@ -9,7 +9,7 @@ with no recall promise of its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from usearch.index import Index
@@ -34,7 +34,12 @@ class USearchIndex(BaseIndex):
 
     kind = "usearch-hnsw"
     metrics = ("cosine", "dot", "euclidean")
-    defaults: dict[str, Any] = {"connectivity": 32, "expansion_add": 200, "expansion_search": 64, "dtype": "f16"}
+    defaults: ClassVar[dict[str, Any]] = {
+        "connectivity": 32,
+        "expansion_add": 200,
+        "expansion_search": 64,
+        "dtype": "f16",
+    }
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
@@ -79,10 +84,14 @@ class USearchIndex(BaseIndex):
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
         got = np.asarray(self._index.get(keys.astype(np.uint64)))
         if self._binary:
-            return np.where(np.unpackbits(got.astype(np.uint8), axis=1)[:, : self.dim] > 0, 1.0, -1.0).astype(np.float32)
+            return np.where(np.unpackbits(got.astype(np.uint8), axis=1)[:, : self.dim] > 0, 1.0, -1.0).astype(
+                np.float32
+            )
         return got.astype(np.float32)
 
-    def _search_exact_subset(self, q: np.ndarray, k: int, allowed_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search_exact_subset(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         if not self._binary:
             return super()._search_exact_subset(q, k, allowed_keys)
         codes = np.asarray(self._index.get(allowed_keys.astype(np.uint64))).astype(np.uint8)
@@ -104,13 +113,15 @@ class USearchIndex(BaseIndex):
         m = self._index.search(self._prepare(queries), kk, threads=0)
         keys = np.asarray(m.keys).reshape(len(queries), -1).astype(np.int64)
         dist = np.asarray(m.distances).reshape(len(queries), -1)
-        counts = np.asarray(m.counts).reshape(-1)
+        counts = np.asarray(m.counts).reshape(-1) if hasattr(m, "counts") else np.array([len(m.keys)])
         valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
         keys = np.where(valid, keys, -1)
         scores = np.where(valid, self._to_scores(dist), -np.inf).astype(np.float32)
         safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
         order = np.lexsort((safe, -scores), axis=1)
-        return pad_results(np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k)
+        return pad_results(
+            np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k
+        )
 
     def exact_rescore(self, queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
         """Scores of ``keys`` recomputed from the stored (possibly quantized) vectors."""

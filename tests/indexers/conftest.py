@@ -30,7 +30,12 @@ BACKENDS = [
     Backend("faiss-hnsw", exact_keys=False, min_recall=0.95),
     Backend("faiss-ivf", {"nlist": 8, "nprobe": 8, "train_size": 100}),
     Backend("faiss-ivf", {"nlist": 64}),  # never reaches train_size here: the exact pre-training path
-    Backend("faiss-ivfpq", {"nlist": 8, "nprobe": 8, "m": 4, "nbits": 6, "train_size": 300}, exact_keys=False, min_recall=0.9),
+    Backend(
+        "faiss-ivfpq",
+        {"nlist": 8, "nprobe": 8, "m": 4, "nbits": 6, "train_size": 300},
+        exact_keys=False,
+        min_recall=0.9,
+    ),
     Backend("usearch-hnsw", {"dtype": "f32"}, exact_keys=False, min_recall=0.95),
     Backend("usearch-hnsw", score_tol=2e-2, exact_keys=False, min_recall=0.9),
     Backend("usearch-hnsw", {"dtype": "i8"}, score_tol=6e-2, exact_keys=False, min_recall=0.8),

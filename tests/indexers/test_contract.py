@@ -43,7 +43,7 @@ def _exact(metric: str, keys: np.ndarray, vectors: np.ndarray) -> indexers.BaseI
 
 def _check_against_exact(b, index, exact, queries, k, allowed=None):
     got_k, got_s = index.search(queries, k, allowed=allowed)
-    want_k, want_s = exact.search(queries, k, allowed=allowed)
+    want_k, _ = exact.search(queries, k, allowed=allowed)
     assert got_k.shape == got_s.shape == (len(queries), k)
     assert got_k.dtype == np.int64 and got_s.dtype == np.float32
     # every returned score is the exact score of that key (within the storage precision)
@@ -60,7 +60,9 @@ def _check_against_exact(b, index, exact, queries, k, allowed=None):
         for g, w in zip(got_k, want_k):
             assert set(g.tolist()) == set(w.tolist())
     else:
-        recall = np.mean([len(set(g[g >= 0]) & set(w[w >= 0])) / max(1, (w >= 0).sum()) for g, w in zip(got_k, want_k)])
+        recall = np.mean(
+            [len(set(g[g >= 0]) & set(w[w >= 0])) / max(1, (w >= 0).sum()) for g, w in zip(got_k, want_k)]
+        )
         assert recall >= b.min_recall
     return got_k, got_s
 
@@ -85,7 +87,7 @@ def test_keys_preserved_and_self_is_nearest(backend, rng):
     keys = np.int64(10**12) + rng.permutation(10**6)[:300].astype(np.int64)
     index = _make(backend)
     index.add(keys, x)
-    got, scores = index.search(x[:20], 1)
+    got, _ = index.search(x[:20], 1)
     assert set(got[:, 0].tolist()) <= set(keys.tolist())
     if backend.exact_keys:
         assert got[:, 0].tolist() == keys[:20].tolist()
@@ -176,7 +178,9 @@ def test_save_load_equality(backend, rng, tmp_path):
     again = indexers.load_index(tmp_path / "idx")
     assert len(again) == 800 and again.sequence == 43
     names = [p.name for p in (tmp_path / "idx").iterdir()]
-    assert len([n for n in names if n.startswith("index-")]) == len(json.loads((tmp_path / "idx" / "manifest.json").read_text())["files"])
+    assert len([n for n in names if n.startswith("index-")]) == len(
+        json.loads((tmp_path / "idx" / "manifest.json").read_text())["files"]
+    )
 
 
 def test_input_errors(backend, rng):

@@ -1,0 +1,224 @@
+"""Index backends vs the raw library calls they wrap, measured in the same process.
+
+Data: STS sentences embedded with the bundled model, expanded to ``--n`` vectors by noisy
+renormalised copies; ``--queries`` held-out real sentences as queries. Per backend: build rate,
+single-query p50/p99 (k=10), batch throughput, recall@10 against exact search, RSS growth and
+file size, for our wrapper and for the raw FAISS / USearch calls, with ours/raw ratios.
+
+    python benchmarks/indexers.py [--n 200000] [--queries 1000] [--kinds faiss-hnsw,usearch-hnsw]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# This file is named like the package it measures: put the repository root, not this folder,
+# first on the import path so ``import indexers`` finds the package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def load_data(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    from vectorstore import SentenceTransformer
+    from vectorstore.datasets import derive_vectors, find_sts_dir, load_sts, sts_sentences
+
+    sts = find_sts_dir()
+    if sts is None:
+        raise SystemExit("STS data not found")
+    sentences = sts_sentences(load_sts(sts / "sts-train.csv") + load_sts(sts / "sts-dev.csv"))
+    model = SentenceTransformer("all-MiniLM-L6-v2")
+    n_base = min(4000, len(sentences) - n_queries)
+    t = time.perf_counter()
+    base = model.encode(sentences[:n_base], batch_size=64)
+    queries = model.encode(sentences[n_base : n_base + n_queries], batch_size=64)
+    print(f"embedded {n_base + n_queries} sentences in {time.perf_counter() - t:.1f}s")
+    return derive_vectors(base, n, noise=0.03, seed=1), queries
+
+
+class Raw:
+    """The raw-library equivalent of one of our kinds: build, search(q, k) -> keys, save(path)."""
+
+    def __init__(self, kind: str, dim: int) -> None:
+        import faiss
+
+        self.kind, self.dim, self.faiss = kind, dim, faiss
+        self.index: Any = None
+
+    def build(self, x: np.ndarray) -> None:
+        faiss = self.faiss
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        if self.kind in ("faiss-flat", "exact"):
+            self.index = faiss.IndexFlatIP(self.dim)
+            self.index.add(xn)
+        elif self.kind == "faiss-hnsw":
+            self.index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            self.index.hnsw.efConstruction = 200
+            self.index.hnsw.efSearch = 64
+            self.index.add(xn)
+        elif self.kind in ("faiss-ivf", "faiss-ivfpq"):
+            q = faiss.IndexFlatIP(self.dim)
+            if self.kind == "faiss-ivf":
+                ivf = faiss.IndexIVFFlat(q, self.dim, 256, faiss.METRIC_INNER_PRODUCT)
+            else:
+                ivf = faiss.IndexIVFPQ(q, self.dim, 256, self.dim // 8, 8, faiss.METRIC_INNER_PRODUCT)
+            ivf.nprobe = 32
+            if self.kind == "faiss-ivfpq":
+                # PQ candidates re-ranked on a flat float copy, as our refine_factor=10 does
+                self.index = faiss.IndexRefineFlat(ivf)
+                self.index.k_factor = 10
+            else:
+                self.index = ivf
+            self.index.train(xn[: 39 * 256])
+            self.index.add(xn)
+        elif self.kind == "usearch-hnsw":
+            from usearch.index import Index
+
+            self.index = Index(
+                ndim=self.dim,
+                metric="cos",
+                dtype="f16",
+                connectivity=32,
+                expansion_add=200,
+                expansion_search=64,
+            )
+            self.index.add(np.arange(len(x), dtype=np.uint64), xn)
+
+    def search(self, q: np.ndarray, k: int) -> np.ndarray:
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        if self.kind == "usearch-hnsw":
+            return np.asarray(self.index.search(qn, k).keys).reshape(len(q), -1).astype(np.int64)
+        _, ids = self.index.search(qn, k)
+        return ids
+
+    def save(self, path: Path) -> None:
+        if self.kind == "usearch-hnsw":
+            self.index.save(str(path / "raw.usearch"))
+        else:
+            self.faiss.write_index(self.index, str(path / "raw.faiss"))
+
+
+def measure(
+    name: str,
+    build: Callable[[], None],
+    search: Callable[[np.ndarray, int], np.ndarray],
+    save: Callable[[Path], None],
+    x: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+) -> dict[str, float]:
+    gc.collect()
+    before = rss_mb()
+    t = time.perf_counter()
+    build()
+    build_s = time.perf_counter() - t
+    mem = rss_mb() - before
+    lat = []
+    found = []
+    for qv in queries:
+        t = time.perf_counter()
+        keys = search(qv[None, :], 10)
+        lat.append((time.perf_counter() - t) * 1000)
+        found.append(keys[0])
+    t = time.perf_counter()
+    search(queries, 10)
+    batch_qps = len(queries) / (time.perf_counter() - t)
+    recall = float(np.mean([len(set(f.tolist()) & set(tr.tolist())) / 10 for f, tr in zip(found, truth)]))
+    with tempfile.TemporaryDirectory() as d:
+        save(Path(d))
+        size = dir_mb(Path(d))
+    lat.sort()
+    return {
+        "build_vps": len(x) / build_s,
+        "p50_ms": statistics.median(lat),
+        "p99_ms": lat[int(0.99 * (len(lat) - 1))],
+        "batch_qps": batch_qps,
+        "recall": recall,
+        "mem_mb": mem,
+        "file_mb": size,
+    }
+
+
+def measure_ours(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    import indexers
+
+    holder: dict[str, Any] = {}
+
+    def build() -> None:
+        holder["index"] = indexers.make_index(kind, x.shape[1], "cosine")
+        holder["index"].add(np.arange(len(x)), x)
+
+    return measure(
+        kind,
+        build,
+        lambda q, k: holder["index"].search(q, k)[0],
+        lambda p: holder["index"].save(p),
+        x,
+        queries,
+        truth,
+    )
+
+
+def measure_raw(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    raw = Raw(kind, x.shape[1])
+    return measure(kind, lambda: raw.build(x), raw.search, raw.save, x, queries, truth)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=200_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--kinds", default="exact,faiss-flat,faiss-hnsw,faiss-ivf,faiss-ivfpq,usearch-hnsw")
+    args = parser.parse_args()
+
+    import indexers
+
+    x, queries = load_data(args.n, args.queries)
+    exact = indexers.make_index("exact", x.shape[1], "cosine")
+    exact.add(np.arange(len(x)), x)
+    truth, _ = exact.search(queries, 10)
+    del exact
+    print(f"{len(x)} x {x.shape[1]} vectors, {len(queries)} queries, k=10\n")
+    cols = ["build_vps", "p50_ms", "p99_ms", "batch_qps", "recall", "mem_mb", "file_mb"]
+    print(f"{'kind':<14}{'who':<6}" + "".join(f"{c:>12}" for c in cols))
+    for kind in args.kinds.split(","):
+        ours = measure_ours(kind, x, queries, truth)
+        raw = measure_raw(kind, x, queries, truth)
+        for who, row in (("ours", ours), ("raw", raw)):
+            print(f"{kind:<14}{who:<6}" + "".join(f"{row[c]:>12.3f}" for c in cols))
+        ratio = {c: ours[c] / raw[c] if raw[c] else float("nan") for c in cols}
+        print(f"{kind:<14}{'ratio':<6}" + "".join(f"{ratio[c]:>12.3f}" for c in cols))
+        overhead = (
+            max(
+                raw["build_vps"] / ours["build_vps"],
+                ours["p50_ms"] / raw["p50_ms"],
+                raw["batch_qps"] / ours["batch_qps"],
+            )
+            - 1
+        )
+        print(f"{'':<14}worst wrapper overhead (build, p50, batch): {overhead * 100:+.1f}%\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()
