@@ -26,6 +26,7 @@ class VectorTable:
         self._vecs = np.empty((0, dim), dtype=np.float32)
         self._n = 0
         self._row: dict[int, int] = {}
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted keys, their rows), rebuilt lazily
 
     def __len__(self) -> int:
         return self._n
@@ -52,6 +53,7 @@ class VectorTable:
         for i, key in enumerate(keys.tolist()):
             self._row[key] = self._n + i
         self._n = need
+        self._lookup = None
 
     def remove(self, keys: np.ndarray) -> None:
         for key in keys.tolist():
@@ -63,10 +65,25 @@ class VectorTable:
                 self._vecs[row] = self._vecs[last]
                 self._row[moved] = row
             self._n = last
+        self._lookup = None
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        """Row numbers of present keys (vectorised: binary search in a cached sorted copy)."""
+        if len(keys) < 64:
+            return np.fromiter((self._row[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        if self._lookup is None:
+            order = np.argsort(self._keys[: self._n], kind="stable")
+            self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
+        sorted_keys, sorted_rows = self._lookup
+        pos = np.searchsorted(sorted_keys, keys)
+        pos = np.minimum(pos, len(sorted_keys) - 1)
+        if not np.array_equal(sorted_keys[pos], keys):
+            missing = keys[sorted_keys[pos] != keys][:5].tolist()
+            raise KeyError(f"keys not stored: {missing}")
+        return sorted_rows[pos]
 
     def get(self, keys: np.ndarray) -> np.ndarray:
-        rows = np.fromiter((self._row[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
-        return self._vecs[rows]
+        return self._vecs[self.rows(np.asarray(keys, dtype=np.int64))]
 
     def clear(self) -> None:
         self.__init__(self.dim)  # type: ignore[misc]

@@ -493,7 +493,9 @@ class FaissIVFPQIndex(FaissIVFIndex):
         valid = keys >= 0
         cand = self._exact.get(np.where(valid, keys, keys[valid][0] if valid.any() else 0).reshape(-1))
         cand = cand.reshape(keys.shape[0], keys.shape[1], self.dim)
-        scores = candidate_scores(self.metric, self._prepare(queries), cand)
+        # stored vectors are already normalised for cosine, so an inner product is the cosine
+        metric = "dot" if self.metric == "cosine" else self.metric
+        scores = candidate_scores(metric, self._prepare(queries), cand)
         scores[~valid] = -np.inf
         kk = min(k, keys.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]

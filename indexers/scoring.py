@@ -71,7 +71,7 @@ def candidate_scores(metric: str, queries: np.ndarray, candidates: np.ndarray) -
         c = candidates
         if metric == "cosine":
             c = c / np.maximum(np.linalg.norm(c, axis=2, keepdims=True), 1e-12)
-        return np.einsum("qd,qcd->qc", q, c).astype(np.float32)
+        return np.matmul(c, q[:, :, None])[:, :, 0].astype(np.float32, copy=False)
     diff = candidates.astype(np.float64) - queries.astype(np.float64)[:, None, :]
     if metric == "euclidean":
         return (-np.sqrt((diff * diff).sum(axis=2))).astype(np.float32)
