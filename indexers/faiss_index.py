@@ -310,7 +310,6 @@ class FaissIVFIndex(_FaissBase):
     def _train(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         index = self._new_ivf()
         index.train(vectors[: self.train_size])
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
         index.add_with_ids(vectors, keys)
         index.nprobe = self.options["nprobe"]
         self._index = index
@@ -330,8 +329,9 @@ class FaissIVFIndex(_FaissBase):
     def _remove(self, keys: np.ndarray) -> None:
         self._gpu = None
         if self._index is not None:
-            # the hashtable direct map only accepts an explicit id array
-            self._index.remove_ids(faiss.IDSelectorArray(keys))
+            # a hashtable direct map (built on demand by _vectors_for) only accepts an explicit id array
+            hashed = self._index.direct_map.type != faiss.DirectMap.NoMap
+            self._index.remove_ids(faiss.IDSelectorArray(keys) if hashed else faiss.IDSelectorBatch(keys))
         else:
             assert self._buffer is not None
             self._buffer.remove(keys)
@@ -340,7 +340,23 @@ class FaissIVFIndex(_FaissBase):
         if self._index is None:
             assert self._buffer is not None
             return self._buffer.get(keys)
+        if self._index.direct_map.type == faiss.DirectMap.NoMap:
+            # built only when asked: a hashtable over every id costs half the build time
+            self._index.set_direct_map_type(faiss.DirectMap.Hashtable)
         return np.stack([self._index.reconstruct(int(k)) for k in keys]).astype(np.float32)
+
+    def _search_exact_subset(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._index is None:
+            return super()._search_exact_subset(q, k, allowed_keys)
+        # Visiting every list with an ID selector scores exactly the allowed vectors (IVF-flat keeps them exact).
+        selector = faiss.IDSelectorBatch(allowed_keys)
+        params = faiss.SearchParametersIVF()
+        params.sel = selector
+        params.nprobe = self.options["nlist"]
+        d, labels = self._index.search(self._prepare(q), min(k, len(allowed_keys)), params=params)
+        return self._sorted(labels, self._to_scores(d, labels), k)
 
     def _searcher(self) -> Any:
         if self.options["device"] == "cpu" or faiss_gpu_count() == 0:
@@ -404,8 +420,6 @@ class FaissIVFIndex(_FaissBase):
         if not isinstance(index, faiss.IndexIVF):
             raise ValueError(f"expected an IVF index, found {type(index).__name__}")
         index.nprobe = self.options["nprobe"]
-        if index.direct_map.type == faiss.DirectMap.NoMap:
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._index = index
         self._buffer = None
         self._keys = set(self._list_ids().tolist())
@@ -486,6 +500,13 @@ class FaissIVFPQIndex(FaissIVFIndex):
         if self._exact is not None:
             return self._exact.get(keys)
         return super()._vectors_for(keys)
+
+    def _search_exact_subset(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self._exact is not None:
+            return BaseIndex._search_exact_subset(self, q, k, allowed_keys)
+        return super()._search_exact_subset(q, k, allowed_keys)
 
     def _refine(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rescore each row's PQ candidates on the exact float copy, all rows at once."""

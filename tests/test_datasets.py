@@ -7,7 +7,9 @@ from vectorstore.datasets import derive_vectors, load_sts, sts_sentences
 
 def test_load_sts_reads_tabs_and_literal_quotes(tmp_path):
     f = tmp_path / "sts.csv"
-    f.write_text('g\tf\t2012\t0001\t4.5\tHe said "hi".\tA "quoted" one\textra\n\ng\tf\t2012\t2\t0\tb\tHe said "hi".\n')
+    f.write_text(
+        'g\tf\t2012\t0001\t4.5\tHe said "hi".\tA "quoted" one\textra\n\ng\tf\t2012\t2\t0\tb\tHe said "hi".\n'
+    )
     pairs = load_sts(f)
     assert [(p.sentence1, p.sentence2, p.score) for p in pairs] == [
         ('He said "hi".', 'A "quoted" one', 4.5),

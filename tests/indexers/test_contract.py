@@ -295,3 +295,14 @@ def test_usearch_binary_dtype_ranks_by_hamming(rng):
     keys, scores = index.search(x[:5], 3)
     assert keys[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert (scores[:, 0] == 0).all() and (scores[:, 1:] < 0).all()
+
+
+def test_ivf_reconstruct_then_remove(rng):
+    """Reconstruction builds a hashtable direct map on demand; removal must keep working after it."""
+    index = indexers.make_index("faiss-ivf", DIM, "dot", nlist=4, train_size=100)
+    x = clustered(rng, 300, DIM)
+    index.add(np.arange(300), x)
+    np.testing.assert_allclose(index._vectors_for(np.array([5, 7])), x[[5, 7]], atol=1e-6)
+    assert index.remove(np.arange(0, 300, 3)) == 100
+    keys, _ = index.search(x[:10], 5)
+    assert not np.isin(keys, np.arange(0, 300, 3)).any()
