@@ -31,13 +31,20 @@ from vectorstore.errors import (
 
 if TYPE_CHECKING:
     from vectorstore import util
+    from vectorstore.collection import Collection, GetResult
     from vectorstore.models.sentence_transformer import SentenceTransformer
+    from vectorstore.pipeline import Hit
     from vectorstore.quantization import quantize_embeddings
     from vectorstore.similarity import SimilarityFunction
+    from vectorstore.store import Store
 
 __version__ = "0.1.0"
 
 _LAZY: dict[str, tuple[str, str | None]] = {
+    "Collection": ("vectorstore.collection", "Collection"),
+    "GetResult": ("vectorstore.collection", "GetResult"),
+    "Hit": ("vectorstore.pipeline", "Hit"),
+    "Store": ("vectorstore.store", "Store"),
     "SentenceTransformer": ("vectorstore.models.sentence_transformer", "SentenceTransformer"),
     "SimilarityFunction": ("vectorstore.similarity", "SimilarityFunction"),
     "quantize_embeddings": ("vectorstore.quantization", "quantize_embeddings"),
@@ -45,11 +52,14 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = [
+    "Collection",
     "CollectionConfigError",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "DimensionMismatchError",
     "DuplicateIDError",
+    "GetResult",
+    "Hit",
     "IncompatibleIndexError",
     "IndexCorruptedError",
     "InvalidCollectionNameError",
@@ -62,6 +72,7 @@ __all__ = [
     "SentenceTransformer",
     "SimilarityFunction",
     "StorageError",
+    "Store",
     "UnsupportedMetricError",
     "VectorStoreError",
     "__version__",

@@ -1,0 +1,480 @@
+"""``Collection``: validates at the boundary, then delegates to the repository, the index state and the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import and_
+from tqdm.auto import tqdm
+
+from vectorstore import pipeline
+from vectorstore.db.engine import read_tx, write_tx
+from vectorstore.db.repository import Repository
+from vectorstore.errors import DuplicateIDError, InvalidIDError, InvalidInputError
+from vectorstore.filters import compile_where, compile_where_document
+from vectorstore.index_state import IndexState
+from vectorstore.pipeline import Hit
+from vectorstore.validation import check_documents, check_embeddings, check_ids, check_metadatas
+
+if TYPE_CHECKING:
+    from vectorstore.models.sentence_transformer import SentenceTransformer
+    from vectorstore.store import Store
+
+__all__ = ["Collection", "GetResult"]
+
+logger = logging.getLogger(__name__)
+
+_INCLUDE = ("documents", "metadatas", "embeddings")
+_ENCODE_CHUNK = 512  # documents per encode step when ingest overlaps encoding with writing
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """Records returned by :meth:`Collection.get` / :meth:`Collection.peek`, in key (insertion) order."""
+
+    ids: list[str]
+    documents: list[str | None] | None = None
+    metadatas: list[dict[str, Any] | None] | None = None
+    embeddings: np.ndarray | None = None
+    included: tuple[str, ...] = field(default_factory=tuple)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _check_include(include: Sequence[str]) -> tuple[str, ...]:
+    inc = tuple(include)
+    bad = [x for x in inc if x not in _INCLUDE]
+    if bad:
+        raise InvalidInputError(f"unknown include value(s) {bad}; expected some of {list(_INCLUDE)}")
+    return inc
+
+
+class Collection:
+    """A named set of records (id, document, metadata, vector) with an ANN index.
+
+    Obtain one from :class:`~vectorstore.Store`; do not construct it directly.
+    """
+
+    def __init__(
+        self, store: Store, name: str, collection_id: int, config: dict[str, Any], state: IndexState
+    ) -> None:
+        self._store = store
+        self.name = name
+        self.id = collection_id
+        self.config = config
+        self._state = state
+
+    # ------------------------------------------------------------------ description
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.config["dim"])
+
+    @property
+    def metric(self) -> str:
+        """Similarity function of every score: cosine, dot, euclidean or manhattan."""
+        return str(self.config["metric"])
+
+    @property
+    def model_name(self) -> str | None:
+        """The embedding model reference, or None for a bring-your-own-vectors collection."""
+        return self.config.get("model")
+
+    @property
+    def index_kind(self) -> str:
+        """The ANN backend (``faiss-hnsw``, ``exact``...)."""
+        return str(self.config["index"]["kind"])
+
+    def __repr__(self) -> str:
+        return f"Collection(name={self.name!r}, model={self.model_name!r}, dim={self.dim}, metric={self.metric!r}, index={self.index_kind!r})"
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The embedding model (loaded on first use)."""
+        if self.model_name is None:
+            raise InvalidInputError(
+                f"collection {self.name!r} has no model; pass embeddings= / query_embeddings= instead of text"
+            )
+        return self._store._model(self.model_name)
+
+    # ------------------------------------------------------------------ embedding
+    def _encode_chunks(self, documents: list[str], show_progress_bar: bool | None) -> Iterator[np.ndarray]:
+        """Encode in chunks on a background thread so the caller can write one chunk while the next encodes."""
+        model = self.model
+        show = (
+            show_progress_bar
+            if show_progress_bar is not None
+            else (len(documents) >= 2000 and sys.stderr.isatty())
+        )
+        out: queue.Queue[np.ndarray | BaseException | None] = queue.Queue(maxsize=2)
+
+        def work() -> None:
+            try:
+                for start in range(0, len(documents), _ENCODE_CHUNK):
+                    vecs = model.encode_document(documents[start : start + _ENCODE_CHUNK], batch_size=32)
+                    out.put(np.asarray(vecs, dtype=np.float32))
+            except BaseException as exc:  # handed to the consumer, which raises it
+                out.put(exc)
+            out.put(None)
+
+        thread = threading.Thread(target=work, name="vectorstore-encode", daemon=True)
+        thread.start()
+        with tqdm(total=len(documents), desc=f"Embedding {self.name}", unit="doc", disable=not show) as bar:
+            while True:
+                item = out.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                bar.update(len(item))
+                yield item
+        thread.join()
+
+    def _vectors(self, documents: list[str | None] | None, embeddings: Any, n: int) -> np.ndarray | None:
+        if embeddings is not None:
+            return check_embeddings(embeddings, n, self.dim)
+        if documents is None:
+            return None
+        missing = [i for i, d in enumerate(documents) if d is None]
+        if missing:
+            raise InvalidInputError(
+                f"documents {missing[:5]} are None and no embeddings were given to embed them by"
+            )
+        return None  # embedded on the fly while writing
+
+    def _check_dim(self, vectors: np.ndarray) -> np.ndarray:
+        return check_embeddings(vectors, len(vectors), self.dim)
+
+    # ------------------------------------------------------------------ writes
+    def add(
+        self,
+        ids: str | Sequence[str],
+        documents: str | Sequence[str | None] | None = None,
+        metadatas: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        embeddings: Any = None,
+        *,
+        show_progress_bar: bool | None = None,
+    ) -> None:
+        """Add new records; all-or-nothing.
+
+        Documents are embedded with the collection's model unless ``embeddings`` are given.
+
+        Raises:
+            DuplicateIDError: an id repeats in the batch or is already stored (nothing is written).
+            InvalidIDError, InvalidMetadataError, InvalidVectorError, DimensionMismatchError: bad input.
+        """
+        self._write(ids, documents, metadatas, embeddings, mode="add", show_progress_bar=show_progress_bar)
+
+    def upsert(
+        self,
+        ids: str | Sequence[str],
+        documents: str | Sequence[str | None] | None = None,
+        metadatas: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        embeddings: Any = None,
+        *,
+        show_progress_bar: bool | None = None,
+    ) -> None:
+        """Insert new ids and overwrite existing ones (document, metadata and vector); all-or-nothing."""
+        self._write(ids, documents, metadatas, embeddings, mode="upsert", show_progress_bar=show_progress_bar)
+
+    def _write(
+        self,
+        ids: Any,
+        documents: Any,
+        metadatas: Any,
+        embeddings: Any,
+        *,
+        mode: str,
+        show_progress_bar: bool | None,
+    ) -> None:
+        id_list = check_ids(ids)
+        n = len(id_list)
+        docs = check_documents(documents, n)
+        metas = check_metadatas(metadatas, n)
+        vectors = self._vectors(docs, embeddings, n)
+        if vectors is None and docs is None:
+            raise InvalidInputError("add/upsert needs documents or embeddings")
+        if n == 0:
+            return
+        if vectors is None:
+            self.model  # fail before any work if the collection cannot embed  # noqa: B018
+        if mode == "add":
+            with read_tx(self._store.engine) as conn:
+                self._reject_existing(Repository.keys_for_ids(conn, self.id, id_list))
+        with write_tx(self._store.engine) as conn:
+            existing = Repository.keys_for_ids(conn, self.id, id_list)
+            if mode == "add":
+                self._reject_existing(existing)
+            new_pos = [i for i, rid in enumerate(id_list) if rid not in existing]
+            old_pos = [i for i, rid in enumerate(id_list) if rid in existing]
+            keys = np.empty(n, dtype=np.int64)
+            if new_pos:
+                keys[new_pos] = Repository.allocate_keys(conn, len(new_pos))
+            for i in old_pos:
+                keys[i] = existing[id_list[i]]
+            chunks: Iterator[np.ndarray]
+            if vectors is not None:
+                chunks = iter([vectors])
+            else:
+                assert docs is not None
+                chunks = self._encode_chunks([d for d in docs if d is not None], show_progress_bar)
+            is_new = np.zeros(n, dtype=bool)
+            is_new[new_pos] = True
+            start = 0
+            for vecs in chunks:
+                vecs = self._check_dim(vecs)
+                span = np.arange(start, start + len(vecs))
+                part_new = span[is_new[span]].tolist()
+                part_old = span[~is_new[span]].tolist()
+                if part_new:
+                    Repository.insert_records(
+                        conn,
+                        self.id,
+                        keys[part_new],
+                        [id_list[i] for i in part_new],
+                        [docs[i] for i in part_new] if docs is not None else None,
+                        [metas[i] for i in part_new] if metas is not None else None,
+                        vecs[[i - start for i in part_new]],
+                    )
+                if part_old:
+                    Repository.update_records(
+                        conn,
+                        self.id,
+                        [int(keys[i]) for i in part_old],
+                        [docs[i] for i in part_old] if docs is not None else None,
+                        [metas[i] for i in part_old] if metas is not None else [None] * len(part_old),
+                        vecs[[i - start for i in part_old]],
+                    )
+                start += len(vecs)
+        self._state.catch_up()
+
+    @staticmethod
+    def _reject_existing(existing: Mapping[str, int]) -> None:
+        if existing:
+            some = sorted(existing)[:5]
+            raise DuplicateIDError(
+                f"{len(existing)} id(s) already exist in the collection, e.g. {some}; use upsert to overwrite"
+            )
+
+    def update(
+        self,
+        ids: str | Sequence[str],
+        documents: str | Sequence[str | None] | None = None,
+        metadatas: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        embeddings: Any = None,
+    ) -> None:
+        """Change fields of existing records; a field passed as None stays as it is.
+
+        A changed document is re-embedded (unless ``embeddings`` are given). All ids must exist.
+
+        Raises:
+            InvalidIDError: listing ids that are not stored (nothing is written).
+        """
+        id_list = check_ids(ids)
+        n = len(id_list)
+        docs = check_documents(documents, n)
+        metas = check_metadatas(metadatas, n)
+        vectors = check_embeddings(embeddings, n, self.dim) if embeddings is not None else None
+        if n == 0:
+            return
+        if vectors is None and docs is not None:
+            if any(d is None for d in docs):
+                raise InvalidInputError(
+                    "update with documents needs a string for every id (or pass embeddings)"
+                )
+            vectors = np.asarray(
+                self.model.encode_document([d for d in docs if d is not None]), dtype=np.float32
+            )
+            vectors = self._check_dim(vectors)
+        with write_tx(self._store.engine) as conn:
+            existing = Repository.keys_for_ids(conn, self.id, id_list)
+            missing = [rid for rid in id_list if rid not in existing]
+            if missing:
+                raise InvalidIDError(
+                    f"{len(missing)} id(s) are not in collection {self.name!r}, e.g. {missing[:5]}"
+                )
+            Repository.update_records(conn, self.id, [existing[r] for r in id_list], docs, metas, vectors)
+        self._state.catch_up()
+
+    def delete(
+        self,
+        ids: str | Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete records by id and/or filter (both given: records matching both). Returns how many were deleted."""
+        id_list = check_ids(ids, unique=False) if ids is not None else None
+        cond = self._condition(where, where_document)
+        if id_list is None and cond is None:
+            raise InvalidInputError(
+                "delete needs ids, where or where_document (to delete everything, delete the collection)"
+            )
+        with write_tx(self._store.engine) as conn:
+            keys = Repository.keys_matching(conn, self.id, cond)
+            if id_list is not None:
+                by_id = Repository.keys_for_ids(conn, self.id, list(dict.fromkeys(id_list)))
+                keys = np.intersect1d(keys, np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id)))
+            if len(keys):
+                Repository.delete_records(conn, self.id, keys.tolist())
+        self._state.catch_up()
+        return len(keys)
+
+    # ------------------------------------------------------------------ reads
+    def _condition(self, where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None) -> Any:
+        parts = [
+            c
+            for c in (compile_where(self.id, where), compile_where_document(where_document))
+            if c is not None
+        ]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else and_(*parts)
+
+    def count(self) -> int:
+        """Number of stored records."""
+        with read_tx(self._store.engine) as conn:
+            return Repository.count(conn, self.id)
+
+    def get(
+        self,
+        ids: str | Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+    ) -> GetResult:
+        """Records by id and/or filter, in insertion order (ids that are not stored are skipped)."""
+        inc = _check_include(include)
+        id_list = check_ids(ids, unique=False) if ids is not None else None
+        for name, value in (("limit", limit), ("offset", offset)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise InvalidInputError(f"{name} must be a non-negative int, got {value!r}")
+        cond = self._condition(where, where_document)
+        with read_tx(self._store.engine) as conn:
+            rows = Repository.select_records(
+                conn,
+                self.id,
+                ids=id_list,
+                cond=cond,
+                limit=limit,
+                offset=offset,
+                with_vectors="embeddings" in inc,
+            )
+        if id_list is not None and limit is None and offset is None:
+            order = {rid: i for i, rid in reversed(list(enumerate(id_list)))}
+            rows.sort(key=lambda r: order[r[0].id])
+        embeddings = None
+        if "embeddings" in inc:
+            blob = b"".join(v for _, v in rows if v is not None)
+            embeddings = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), self.dim).copy()
+        return GetResult(
+            ids=[r.id for r, _ in rows],
+            documents=[r.document for r, _ in rows] if "documents" in inc else None,
+            metadatas=[r.metadata for r, _ in rows] if "metadatas" in inc else None,
+            embeddings=embeddings,
+            included=inc,
+        )
+
+    def peek(self, n: int = 10) -> GetResult:
+        """The first ``n`` records."""
+        return self.get(limit=n)
+
+    def query(
+        self,
+        query: str | Sequence[str] | None = None,
+        *,
+        query_embeddings: Any = None,
+        k: int = 10,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        include: Sequence[str] = ("documents", "metadatas"),
+        oversample: int = 4,
+        candidates: int | None = None,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Nearest records to a query (text, embedded with the model's query prompt) or to query vectors.
+
+        Stages: candidates from the ANN index (``max(k * oversample, candidates)`` of them; a filter that
+        selects few rows is answered exactly over those rows instead) -> exact rescoring on the stored
+        float32 vectors -> hydration of ids, documents and metadata in one SQL round trip.
+
+        Returns:
+            For a single string (or a 1-D vector) a ``list[Hit]``; for a list, one list per query.
+            Scores are exact similarities, higher is better; fewer than ``k`` hits only when fewer match.
+        """
+        inc = _check_include(include)
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise InvalidInputError(f"k must be a positive int, got {k!r}")
+        if oversample < 1:
+            raise InvalidInputError(f"oversample must be >= 1, got {oversample}")
+        queries, single = self._query_vectors(query, query_embeddings)
+        cond = self._condition(where, where_document)
+        state = self._state
+        state.catch_up()
+        fetch = max(k * oversample, candidates or 0, k)
+        with state.lock:
+            if cond is None:
+                if len(queries):
+                    cand = pipeline.candidates(state.index, queries, fetch, None)
+                    keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
+                else:
+                    keys, scores = np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+            else:
+                with read_tx(self._store.engine) as conn:
+                    matching = Repository.keys_matching(conn, self.id, cond)
+                n_total = len(state.vectors)
+                if len(matching) <= max(pipeline.EXACT_FILTER_MAX, pipeline.EXACT_FILTER_FRACTION * n_total):
+                    # a write that committed after catch_up may name keys not applied yet: skip them
+                    matching = np.array([x for x in matching.tolist() if x in state.vectors], dtype=np.int64)
+                    keys, scores = pipeline.exact_over(self.metric, state.vectors, queries, matching, k)
+                else:
+                    cand = pipeline.candidates(state.index, queries, fetch, matching)
+                    keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
+            with read_tx(self._store.engine) as conn:
+                records = Repository.hydrate(conn, np.unique(keys[keys >= 0]).tolist())
+            hits = pipeline.to_hits(
+                keys,
+                scores,
+                records,
+                include_documents="documents" in inc,
+                include_metadatas="metadatas" in inc,
+                vectors=state.vectors if "embeddings" in inc else None,
+            )
+        return hits[0] if single else hits
+
+    def _query_vectors(self, query: Any, query_embeddings: Any) -> tuple[np.ndarray, bool]:
+        if (query is None) == (query_embeddings is None):
+            raise InvalidInputError("query needs exactly one of a query text (or list) and query_embeddings")
+        if query is not None:
+            single = isinstance(query, str)
+            texts = [query] if single else list(query)
+            bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+            if bad:
+                raise InvalidInputError(f"queries must be strings; item {bad[0]} is {texts[bad[0]]!r:.60}")
+            vecs = np.asarray(self.model.encode_query(texts), dtype=np.float32).reshape(len(texts), -1)
+            return check_embeddings(vecs, len(texts), self.dim), single
+        arr = (
+            np.asarray(query_embeddings, dtype=np.float32)
+            if not isinstance(query_embeddings, np.ndarray)
+            else query_embeddings
+        )
+        single = arr.ndim == 1
+        return check_embeddings(arr[None, :] if single else arr, None, self.dim), single
+
+    # ------------------------------------------------------------------ maintenance
+    def persist(self) -> None:
+        """Save the derived index files now (they are also saved on close and every so many changes)."""
+        self._state.catch_up()
+        self._state.persist()
+
+    def rebuild_index(self) -> None:
+        """Rebuild the ANN index and vector cache from SQLite."""
+        self._state.rebuild()

@@ -1,0 +1,318 @@
+"""Reads and writes of records, metadata rows and the change log. Callers own the transaction."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
+
+from vectorstore.db.schema import changes, collections, meta, metadata_kv, records
+
+__all__ = ["Repository", "StoredRecord", "kv_rows"]
+
+_CHUNK = 5000  # ids per IN (...) list, well under SQLite's bound-variable limit
+
+
+def _chunks(seq: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def kv_rows(collection_id: int, key: int, metadata: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The typed, indexed rows that make a record's metadata filterable."""
+    rows: list[dict[str, Any]] = []
+    if not metadata:
+        return rows
+    for name, value in metadata.items():
+        for v in value if isinstance(value, list) else [value]:
+            row = {
+                "collection_id": collection_id,
+                "record_key": key,
+                "key": name,
+                "str_value": None,
+                "num_value": None,
+            }
+            if v is None:
+                row["vtype"] = "z"
+            elif isinstance(v, bool):
+                row["vtype"], row["num_value"] = "b", float(v)
+            elif isinstance(v, (int, float)):
+                row["vtype"], row["num_value"] = "n", float(v)
+            else:
+                row["vtype"], row["str_value"] = "s", str(v)
+            rows.append(row)
+    return rows
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One record as stored."""
+
+    key: int
+    id: str
+    document: str | None
+    metadata: dict[str, Any] | None
+
+
+class Repository:
+    """SQL for one database; every method takes the connection of the caller's transaction."""
+
+    # ---------------------------------------------------------------- collections
+    @staticmethod
+    def create_collection(conn: Connection, name: str, config: dict[str, Any]) -> int:
+        result = conn.execute(
+            insert(collections).values(
+                name=name, config=json.dumps(config, sort_keys=True), created_at=time.time()
+            )
+        )
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+
+    @staticmethod
+    def get_collection(conn: Connection, name: str) -> tuple[int, dict[str, Any]] | None:
+        row = conn.execute(
+            select(collections.c.id, collections.c.config).where(collections.c.name == name)
+        ).first()
+        return (int(row[0]), json.loads(row[1])) if row else None
+
+    @staticmethod
+    def list_collections(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
+        rows = conn.execute(
+            select(collections.c.name, collections.c.config).order_by(collections.c.name)
+        ).all()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    @staticmethod
+    def delete_collection(conn: Connection, collection_id: int) -> None:
+        conn.execute(delete(metadata_kv).where(metadata_kv.c.collection_id == collection_id))
+        conn.execute(delete(records).where(records.c.collection_id == collection_id))
+        conn.execute(delete(changes).where(changes.c.collection_id == collection_id))
+        conn.execute(delete(collections).where(collections.c.id == collection_id))
+
+    # ---------------------------------------------------------------- keys
+    @staticmethod
+    def allocate_keys(conn: Connection, n: int) -> np.ndarray:
+        """``n`` fresh int64 keys, never reused (a counter in ``meta``; call inside a write transaction)."""
+        row = conn.execute(select(meta.c.value).where(meta.c.key == "next_key")).first()
+        start = (
+            int(row[0])
+            if row
+            else int(conn.execute(select(func.coalesce(func.max(records.c.key), 0))).scalar_one()) + 1
+        )
+        if row:
+            conn.execute(update(meta).where(meta.c.key == "next_key").values(value=str(start + n)))
+        else:
+            conn.execute(insert(meta).values(key="next_key", value=str(start + n)))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    @staticmethod
+    def keys_for_ids(conn: Connection, collection_id: int, ids: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for part in _chunks(list(ids)):
+            rows = conn.execute(
+                select(records.c.id, records.c.key).where(
+                    records.c.collection_id == collection_id, records.c.id.in_(part)
+                )
+            ).all()
+            out.update({r[0]: int(r[1]) for r in rows})
+        return out
+
+    # ---------------------------------------------------------------- writes
+    @staticmethod
+    def _log(conn: Connection, collection_id: int, keys: Sequence[int], op: str) -> None:
+        if keys:
+            conn.execute(
+                insert(changes),
+                [{"collection_id": collection_id, "record_key": int(k), "op": op} for k in keys],
+            )
+
+    @staticmethod
+    def insert_records(
+        conn: Connection,
+        collection_id: int,
+        keys: np.ndarray,
+        ids: Sequence[str],
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[dict[str, Any] | None] | None,
+        vectors: np.ndarray,
+    ) -> None:
+        rows = []
+        kv: list[dict[str, Any]] = []
+        for i, (key, rid) in enumerate(zip(keys.tolist(), ids)):
+            md = metadatas[i] if metadatas is not None else None
+            rows.append(
+                {
+                    "key": key,
+                    "collection_id": collection_id,
+                    "id": rid,
+                    "document": documents[i] if documents is not None else None,
+                    "metadata": json.dumps(md) if md is not None else None,
+                    "vector": vectors[i].tobytes(),
+                }
+            )
+            kv.extend(kv_rows(collection_id, key, md))
+        conn.execute(insert(records), rows)
+        if kv:
+            conn.execute(insert(metadata_kv), kv)
+        Repository._log(conn, collection_id, keys.tolist(), "u")
+
+    @staticmethod
+    def update_records(
+        conn: Connection,
+        collection_id: int,
+        keys: Sequence[int],
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[dict[str, Any] | None] | None,
+        vectors: np.ndarray | None,
+    ) -> None:
+        """Overwrite the given fields (None for a whole argument leaves that field alone)."""
+        for i, key in enumerate(keys):
+            values: dict[str, Any] = {}
+            if documents is not None:
+                values["document"] = documents[i]
+            if metadatas is not None:
+                values["metadata"] = json.dumps(metadatas[i]) if metadatas[i] is not None else None
+            if vectors is not None:
+                values["vector"] = vectors[i].tobytes()
+            if values:
+                conn.execute(update(records).where(records.c.key == key).values(**values))
+        if metadatas is not None:
+            for part in _chunks(list(keys)):
+                conn.execute(delete(metadata_kv).where(metadata_kv.c.record_key.in_(part)))
+            kv = [row for key, md in zip(keys, metadatas) for row in kv_rows(collection_id, int(key), md)]
+            if kv:
+                conn.execute(insert(metadata_kv), kv)
+        if vectors is not None:
+            Repository._log(conn, collection_id, list(keys), "u")
+
+    @staticmethod
+    def delete_records(conn: Connection, collection_id: int, keys: Sequence[int]) -> None:
+        for part in _chunks(list(keys)):
+            conn.execute(delete(metadata_kv).where(metadata_kv.c.record_key.in_(part)))
+            conn.execute(delete(records).where(records.c.key.in_(part)))
+        Repository._log(conn, collection_id, list(keys), "d")
+
+    # ---------------------------------------------------------------- change log
+    @staticmethod
+    def max_seq(conn: Connection, collection_id: int) -> int:
+        return int(
+            conn.execute(
+                select(func.coalesce(func.max(changes.c.seq), 0)).where(
+                    changes.c.collection_id == collection_id
+                )
+            ).scalar_one()
+        )
+
+    @staticmethod
+    def changed_keys_since(conn: Connection, collection_id: int, seq: int) -> tuple[int, dict[int, str]]:
+        """(newest seq, key -> last op) for changes after ``seq``."""
+        rows = conn.execute(
+            select(changes.c.seq, changes.c.record_key, changes.c.op)
+            .where(changes.c.collection_id == collection_id, changes.c.seq > seq)
+            .order_by(changes.c.seq)
+        ).all()
+        last: dict[int, str] = {}
+        newest = seq
+        for s, key, op in rows:
+            last[int(key)] = op
+            newest = int(s)
+        return newest, last
+
+    # ---------------------------------------------------------------- reads
+    @staticmethod
+    def vectors_for(conn: Connection, keys: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys present, float32 vectors) for the given keys."""
+        got_keys: list[int] = []
+        blobs: list[bytes] = []
+        for part in _chunks(list(keys)):
+            for k, v in conn.execute(select(records.c.key, records.c.vector).where(records.c.key.in_(part))):
+                got_keys.append(int(k))
+                blobs.append(v)
+        vecs = (
+            np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
+            if blobs
+            else np.empty((0, dim), np.float32)
+        )
+        return np.array(got_keys, dtype=np.int64), vecs
+
+    @staticmethod
+    def iter_vectors(
+        conn: Connection, collection_id: int, dim: int, batch: int = 20000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (keys, vectors) of a collection in batches, for rebuilding indexes."""
+        result = conn.execution_options(stream_results=True).execute(
+            select(records.c.key, records.c.vector)
+            .where(records.c.collection_id == collection_id)
+            .order_by(records.c.key)
+        )
+        while True:
+            rows = result.fetchmany(batch)
+            if not rows:
+                return
+            keys = np.array([r[0] for r in rows], dtype=np.int64)
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield keys, vecs
+
+    @staticmethod
+    def keys_matching(conn: Connection, collection_id: int, cond: ColumnElement[bool] | None) -> np.ndarray:
+        stmt = select(records.c.key).where(records.c.collection_id == collection_id)
+        if cond is not None:
+            stmt = stmt.where(cond)
+        return np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
+
+    @staticmethod
+    def count(conn: Connection, collection_id: int) -> int:
+        return int(
+            conn.execute(
+                select(func.count()).select_from(records).where(records.c.collection_id == collection_id)
+            ).scalar_one()
+        )
+
+    @staticmethod
+    def hydrate(conn: Connection, keys: Sequence[int]) -> dict[int, StoredRecord]:
+        out: dict[int, StoredRecord] = {}
+        for part in _chunks(list(keys)):
+            stmt = select(records.c.key, records.c.id, records.c.document, records.c.metadata).where(
+                records.c.key.in_(part)
+            )
+            for k, rid, doc, md in conn.execute(stmt):
+                out[int(k)] = StoredRecord(int(k), rid, doc, json.loads(md) if md is not None else None)
+        return out
+
+    @staticmethod
+    def select_records(
+        conn: Connection,
+        collection_id: int,
+        *,
+        ids: Sequence[str] | None,
+        cond: ColumnElement[bool] | None,
+        limit: int | None,
+        offset: int | None,
+        with_vectors: bool,
+    ) -> list[tuple[StoredRecord, bytes | None]]:
+        cols = [records.c.key, records.c.id, records.c.document, records.c.metadata]
+        if with_vectors:
+            cols.append(records.c.vector)
+        stmt = select(*cols).where(records.c.collection_id == collection_id)
+        if ids is not None:
+            stmt = stmt.where(records.c.id.in_(list(ids)))
+        if cond is not None:
+            stmt = stmt.where(cond)
+        stmt = stmt.order_by(records.c.key)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        out = []
+        for row in conn.execute(stmt):
+            rec = StoredRecord(
+                int(row[0]), row[1], row[2], json.loads(row[3]) if row[3] is not None else None
+            )
+            out.append((rec, row[4] if with_vectors else None))
+        return out

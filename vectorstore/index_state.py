@@ -1,0 +1,149 @@
+"""A collection's derived, in-process state: its ANN index and a float32 vector cache, kept in step
+with SQLite through the change log.
+
+Both are caches (DESIGN invariant 2): saved atomically with the change ``seq`` they reflect, loaded
+on open only when their manifests check out, caught up by replaying later changes, and rebuilt from
+SQLite when missing, stale beyond the log, corrupt or incompatible — with a log line, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine
+
+import indexers
+from indexers import BaseIndex, IndexSpec
+from indexers.exact import ExactIndex
+from vectorstore.db.engine import read_tx
+from vectorstore.db.repository import Repository
+from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
+
+__all__ = ["IndexState"]
+
+logger = logging.getLogger(__name__)
+
+# Save the caches once this many changes (or this fraction of the collection) are unsaved.
+_PERSIST_MIN_CHANGES = 20_000
+_PERSIST_FRACTION = 0.25
+
+
+class IndexState:
+    """The ANN index and vector cache of one collection in this process."""
+
+    def __init__(self, engine: Engine, collection_id: int, spec: IndexSpec, directory: Path | None) -> None:
+        self.engine = engine
+        self.collection_id = collection_id
+        self.spec = spec
+        self.directory = directory
+        self.lock = threading.RLock()
+        self.index: BaseIndex = indexers.make_index(spec)
+        # Full-precision vectors (raw, as stored in SQLite) for exact rescoring and exact filtered search.
+        self.vectors: ExactIndex = ExactIndex(spec.dim, "dot")
+        self.applied_seq = 0
+        self.saved_seq = 0
+        self._open()
+
+    # ------------------------------------------------------------------ open / rebuild
+    def _open(self) -> None:
+        with read_tx(self.engine) as conn:
+            newest = Repository.max_seq(conn, self.collection_id)
+        if self.directory is not None and (self.directory / "index").exists():
+            t = time.perf_counter()
+            try:
+                index = indexers.load_index(self.directory / "index", expect=self.spec)
+                vectors = indexers.load_index(
+                    self.directory / "vectors", expect=IndexSpec("exact", self.spec.dim, "dot", {})
+                )
+                if index.sequence != vectors.sequence:
+                    raise IndexCorruptedError(
+                        f"index at seq {index.sequence} but vector cache at seq {vectors.sequence}"
+                    )
+                if index.sequence > newest:
+                    raise IncompatibleIndexError(
+                        f"index reflects seq {index.sequence}, newer than the database's {newest}"
+                    )
+                assert isinstance(vectors, ExactIndex)
+                self.index, self.vectors = index, vectors
+                self.applied_seq = self.saved_seq = index.sequence
+                logger.debug(
+                    "loaded index of collection %d at seq %d in %.3fs",
+                    self.collection_id,
+                    index.sequence,
+                    time.perf_counter() - t,
+                )
+                self.catch_up()
+                return
+            except (IndexCorruptedError, IncompatibleIndexError) as exc:
+                logger.warning(
+                    "rebuilding the index of collection %d from SQLite: %s", self.collection_id, exc
+                )
+        elif self.directory is not None and newest:
+            logger.warning("no index files for collection %d; rebuilding from SQLite", self.collection_id)
+        self.rebuild()
+
+    def rebuild(self) -> None:
+        """Build index and vector cache from every stored vector, then save them."""
+        with self.lock:
+            index = indexers.make_index(self.spec)
+            vectors = ExactIndex(self.spec.dim, "dot")
+            with read_tx(self.engine) as conn:
+                seq = Repository.max_seq(conn, self.collection_id)
+                for keys, vecs in Repository.iter_vectors(conn, self.collection_id, self.spec.dim):
+                    index.add(keys, vecs)
+                    vectors.add(keys, vecs)
+            self.index, self.vectors = index, vectors
+            self.applied_seq = seq
+            self.saved_seq = -1
+            if seq:
+                self.persist()
+
+    # ------------------------------------------------------------------ keeping up
+    def catch_up(self) -> int:
+        """Apply committed changes newer than what this process has applied; returns how many keys changed."""
+        with self.lock:
+            with read_tx(self.engine) as conn:
+                newest, last = Repository.changed_keys_since(conn, self.collection_id, self.applied_seq)
+                if not last:
+                    return 0
+                upserts = [k for k, op in last.items() if op == "u"]
+                keys, vecs = Repository.vectors_for(conn, upserts, self.spec.dim)
+            touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
+            self.index.remove(touched)
+            self.vectors.remove(touched)
+            if len(keys):
+                self.index.add(keys, vecs)
+                self.vectors.add(keys, vecs)
+            self.applied_seq = newest
+            self._maybe_persist()
+            return len(last)
+
+    def _maybe_persist(self) -> None:
+        unsaved = self.applied_seq - max(self.saved_seq, 0)
+        if self.directory is not None and unsaved >= max(
+            _PERSIST_MIN_CHANGES, _PERSIST_FRACTION * len(self.vectors)
+        ):
+            self.persist()
+
+    def persist(self) -> None:
+        """Save index and vector cache atomically, tagged with the applied seq."""
+        if self.directory is None:
+            return
+        with self.lock:
+            if self.saved_seq == self.applied_seq:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True)
+            # Vectors first: a crash between the two leaves mismatched seqs, which forces a rebuild.
+            self.vectors.save(self.directory / "vectors", sequence=self.applied_seq)
+            self.index.save(self.directory / "index", sequence=self.applied_seq)
+            self.saved_seq = self.applied_seq
+
+    def drop_files(self) -> None:
+        """Remove the saved caches (the collection is being deleted)."""
+        if self.directory is not None and self.directory.exists():
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""Query stages as small functions: candidates -> exact rescoring -> hydrate.
+
+Every stage takes a batch of queries. Scores are always recomputed from the float32 vectors as
+stored (DESIGN invariant 5), whatever the ANN index returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexers import BaseIndex
+from indexers.exact import ExactIndex
+from indexers.scoring import exact_scores, top_k
+from vectorstore.db.repository import StoredRecord
+
+__all__ = ["Hit", "candidates", "exact_over", "rescore", "to_hits"]
+
+# A filter matching at most this many rows (or this fraction of the collection) is answered exactly.
+EXACT_FILTER_MAX = 20_000
+EXACT_FILTER_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One query result.
+
+    Attributes:
+        id: the record's id.
+        score: exact similarity of the query and the stored vector (higher is better).
+        document: the stored document (None when not stored or not included).
+        metadata: the stored metadata (None when not stored or not included).
+        rank: 0-based position in the result list.
+        rerank_score: the cross-encoder score when the results were reranked, else None.
+        embedding: the stored vector when ``include`` asks for it.
+    """
+
+    id: str
+    score: float
+    document: str | None = None
+    metadata: dict[str, Any] | None = None
+    rank: int = 0
+    rerank_score: float | None = None
+    embedding: np.ndarray | None = None
+
+
+def exact_over(
+    metric: str, vectors: ExactIndex, queries: np.ndarray, keys: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over just ``keys`` (the selective-filter path)."""
+    if len(keys) == 0:
+        return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, np.float32)
+    return top_k(exact_scores(metric, queries, vectors._vectors_for(keys)), keys, k)
+
+
+def candidates(index: BaseIndex, queries: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
+    """ANN candidate keys ``[q, n]`` (``-1`` padded), filtered to ``allowed`` when given."""
+    keys, _ = index.search(queries, n, allowed=allowed)
+    return keys
+
+
+def rescore(
+    metric: str, vectors: ExactIndex, queries: np.ndarray, cand: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of each query's candidates from the float32 vectors; best ``k`` per query."""
+    out_k = np.full((len(queries), k), -1, np.int64)
+    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    for i in range(len(queries)):
+        row = cand[i][cand[i] >= 0]
+        if len(row) == 0:
+            continue
+        rk, rs = top_k(exact_scores(metric, queries[i : i + 1], vectors._vectors_for(row)), row, k)
+        out_k[i], out_s[i] = rk[0], rs[0]
+    return out_k, out_s
+
+
+def to_hits(
+    keys: np.ndarray,
+    scores: np.ndarray,
+    records: dict[int, StoredRecord],
+    *,
+    include_documents: bool,
+    include_metadatas: bool,
+    vectors: ExactIndex | None = None,
+) -> list[list[Hit]]:
+    """Turn key/score matrices into hits, skipping padding."""
+    out: list[list[Hit]] = []
+    for row_k, row_s in zip(keys, scores):
+        hits: list[Hit] = []
+        for key, score in zip(row_k.tolist(), row_s.tolist()):
+            rec = records.get(key)
+            if key < 0 or rec is None:
+                continue
+            emb = vectors._vectors_for(np.array([key]))[0].copy() if vectors is not None else None
+            hits.append(
+                Hit(
+                    id=rec.id,
+                    score=float(score),
+                    document=rec.document if include_documents else None,
+                    metadata=rec.metadata if include_metadatas else None,
+                    rank=len(hits),
+                    embedding=emb,
+                )
+            )
+        out.append(hits)
+    return out

@@ -1,0 +1,316 @@
+"""``Store``: a directory (SQLite inside, plus derived index files) or a SQLAlchemy URL, holding collections."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+import indexers
+from indexers import IndexSpec
+from indexers.scoring import check_metric
+from vectorstore.collection import Collection
+from vectorstore.db.engine import init_schema, make_engine, read_tx, write_tx
+from vectorstore.db.repository import Repository
+from vectorstore.errors import (
+    CollectionConfigError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    InvalidInputError,
+    VectorStoreError,
+)
+from vectorstore.index_state import IndexState
+from vectorstore.validation import check_collection_name
+
+if TYPE_CHECKING:
+    from vectorstore.models.sentence_transformer import SentenceTransformer
+
+__all__ = ["DEFAULT_INDEX", "DEFAULT_MODEL", "Store"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_INDEX = "faiss-hnsw"
+DB_FILE = "store.sqlite3"
+CONFIG_VERSION = 1
+_UNSET: Any = object()
+
+
+class Store:
+    """An embedded vector database.
+
+    Args:
+        path: a directory; created if missing. It holds ``store.sqlite3`` (the source of truth, WAL
+            mode) and ``indexes/`` (derived files that are rebuilt when missing or damaged).
+        url: instead of ``path``, any SQLAlchemy URL for the records (SQLite is the tested default).
+        index_dir: where derived index files go with ``url`` (default: none saved, rebuilt on open).
+        device: where models run (``None``: CUDA, then MPS, then CPU).
+
+    Example:
+        >>> with Store("./data") as store:
+        ...     docs = store.get_or_create_collection("docs")
+        ...     docs.add(ids=["a"], documents=["Berlin has 3.7 million inhabitants."])
+        ...     docs.query("how many people live in Berlin?", k=1)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        index_dir: str | os.PathLike[str] | None = None,
+        device: str | None = None,
+    ) -> None:
+        if (path is None) == (url is None):
+            raise InvalidInputError("Store needs exactly one of a directory path or url=")
+        if path is not None:
+            root = Path(path).expanduser()
+            if root.exists() and not root.is_dir():
+                raise InvalidInputError(f"store path {str(root)!r} exists and is not a directory")
+            root.mkdir(parents=True, exist_ok=True)
+            self.path: Path | None = root.resolve()
+            self.url = f"sqlite:///{self.path / DB_FILE}"
+            self.index_root: Path | None = self.path / "indexes"
+        else:
+            assert url is not None
+            self.path = None
+            self.url = url
+            self.index_root = Path(index_dir).expanduser().resolve() if index_dir is not None else None
+        self.device = device
+        self.engine: Engine = make_engine(self.url)
+        init_schema(self.engine)
+        self._collections: dict[str, Collection] = {}
+        self._models: dict[str, SentenceTransformer] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save derived index files and release the database."""
+        if self._closed:
+            return
+        with self._lock:
+            for col in self._collections.values():
+                try:
+                    col._state.persist()
+                except (
+                    OSError,
+                    VectorStoreError,
+                ) as exc:  # derived files only: SQLite already holds everything
+                    logger.warning("could not save the index of %r: %s", col.name, exc)
+            self._collections.clear()
+            self.engine.dispose()
+            self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError("this Store is closed")
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path) if self.path else self.url!r})"
+
+    # ------------------------------------------------------------------ models
+    def _model(self, name: str) -> SentenceTransformer:
+        with self._lock:
+            if name not in self._models:
+                from vectorstore.models.sentence_transformer import SentenceTransformer
+
+                self._models[name] = SentenceTransformer(name, device=self.device)
+            return self._models[name]
+
+    # ------------------------------------------------------------------ collections
+    def _index_dir(self, collection_id: int, name: str) -> Path | None:
+        return self.index_root / f"{collection_id}-{name}" if self.index_root is not None else None
+
+    def _open(self, name: str, collection_id: int, config: dict[str, Any]) -> Collection:
+        spec = IndexSpec.from_dict(config["index"])
+        state = IndexState(self.engine, collection_id, spec, self._index_dir(collection_id, name))
+        col = Collection(self, name, collection_id, config, state)
+        self._collections[name] = col
+        return col
+
+    def _build_config(
+        self,
+        *,
+        model: str | None,
+        index: str,
+        metric: str | None,
+        index_options: dict[str, Any] | None,
+        embedding_dim: int | None,
+    ) -> dict[str, Any]:
+        if model is None:
+            if embedding_dim is None:
+                raise InvalidInputError("a collection without a model needs embedding_dim")
+            dim = embedding_dim
+            model_metric = "cosine"
+        else:
+            m = self._model(model)
+            dim = m.get_sentence_embedding_dimension()
+            model_metric = m.similarity_fn_name
+            if embedding_dim is not None and embedding_dim != dim:
+                raise CollectionConfigError(
+                    f"model {model!r} makes {dim}-d vectors, embedding_dim says {embedding_dim}"
+                )
+        if not isinstance(dim, int) or dim <= 0:
+            raise InvalidInputError(f"embedding_dim must be a positive int, got {dim!r}")
+        resolved_metric = check_metric(metric) if metric is not None else model_metric
+        spec = indexers.make_index(index, dim, resolved_metric, **(index_options or {})).spec
+        return {
+            "version": CONFIG_VERSION,
+            "model": model,
+            "dim": dim,
+            "metric": resolved_metric,
+            "index": spec.to_dict(),
+        }
+
+    def create_collection(
+        self,
+        name: str,
+        *,
+        model: str | None = DEFAULT_MODEL,
+        index: str = DEFAULT_INDEX,
+        metric: str | None = None,
+        index_options: dict[str, Any] | None = None,
+        embedding_dim: int | None = None,
+    ) -> Collection:
+        """Create a collection.
+
+        Args:
+            name: letters, digits, ``._-``, at most 64 characters.
+            model: embedding model name or folder; ``None`` for bring-your-own vectors.
+            index: ``faiss-hnsw`` (default), ``exact``, ``faiss-flat``, ``faiss-ivf``, ``faiss-ivfpq``, ``usearch-hnsw``.
+            metric: defaults to the model's ``similarity_fn_name`` (cosine without a model).
+            index_options: backend options (``M``, ``efSearch``, ``nlist``, ``dtype``...).
+            embedding_dim: required without a model; checked against the model otherwise.
+
+        Raises:
+            CollectionExistsError: the name is taken.
+        """
+        self._check_open()
+        check_collection_name(name)
+        config = self._build_config(
+            model=model, index=index, metric=metric, index_options=index_options, embedding_dim=embedding_dim
+        )
+        with self._lock:
+            with write_tx(self.engine) as conn:
+                if Repository.get_collection(conn, name) is not None:
+                    raise CollectionExistsError(f"collection {name!r} already exists")
+                cid = Repository.create_collection(conn, name, config)
+            return self._open(name, cid, config)
+
+    def get_collection(
+        self,
+        name: str,
+        *,
+        model: str | None = _UNSET,
+        index: str = _UNSET,
+        metric: str | None = _UNSET,
+        embedding_dim: int | None = _UNSET,
+    ) -> Collection:
+        """Open an existing collection; any argument given must agree with its stored config.
+
+        Raises:
+            CollectionNotFoundError: no such collection.
+            CollectionConfigError: a given model, index kind, metric or dimension contradicts the stored one.
+        """
+        self._check_open()
+        check_collection_name(name)
+        with self._lock:
+            if name in self._collections:
+                col = self._collections[name]
+                self._check_config(col.config, model, index, metric, embedding_dim, name)
+                return col
+            with read_tx(self.engine) as conn:
+                found = Repository.get_collection(conn, name)
+            if found is None:
+                raise CollectionNotFoundError(f"no collection named {name!r}")
+            cid, config = found
+            self._check_config(config, model, index, metric, embedding_dim, name)
+            return self._open(name, cid, config)
+
+    @staticmethod
+    def _check_config(
+        config: dict[str, Any], model: Any, index: Any, metric: Any, dim: Any, name: str
+    ) -> None:
+        problems = []
+        if model is not _UNSET and model != config.get("model"):
+            problems.append(f"model {model!r} (stored: {config.get('model')!r})")
+        if index is not _UNSET and index != config["index"]["kind"]:
+            problems.append(f"index {index!r} (stored: {config['index']['kind']!r})")
+        if metric is not _UNSET and metric is not None and check_metric(metric) != config["metric"]:
+            problems.append(f"metric {metric!r} (stored: {config['metric']!r})")
+        if dim is not _UNSET and dim is not None and dim != config["dim"]:
+            problems.append(f"embedding_dim {dim!r} (stored: {config['dim']!r})")
+        if problems:
+            raise CollectionConfigError(
+                f"collection {name!r} was created with other settings: " + "; ".join(problems)
+            )
+
+    def get_or_create_collection(
+        self,
+        name: str,
+        *,
+        model: str | None = DEFAULT_MODEL,
+        index: str = DEFAULT_INDEX,
+        metric: str | None = None,
+        index_options: dict[str, Any] | None = None,
+        embedding_dim: int | None = None,
+    ) -> Collection:
+        """Open ``name`` if it exists (checking that its config agrees), else create it."""
+        try:
+            return self.get_collection(
+                name, model=model, index=index, metric=metric, embedding_dim=embedding_dim
+            )
+        except CollectionNotFoundError:
+            try:
+                return self.create_collection(
+                    name,
+                    model=model,
+                    index=index,
+                    metric=metric,
+                    index_options=index_options,
+                    embedding_dim=embedding_dim,
+                )
+            except CollectionExistsError:  # another process created it in between
+                return self.get_collection(
+                    name, model=model, index=index, metric=metric, embedding_dim=embedding_dim
+                )
+
+    def list_collections(self) -> list[str]:
+        """Names of all collections, sorted."""
+        self._check_open()
+        with read_tx(self.engine) as conn:
+            return [name for name, _ in Repository.list_collections(conn)]
+
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection, its records and its index files."""
+        self._check_open()
+        check_collection_name(name)
+        with self._lock:
+            with write_tx(self.engine) as conn:
+                found = Repository.get_collection(conn, name)
+                if found is None:
+                    raise CollectionNotFoundError(f"no collection named {name!r}")
+                Repository.delete_collection(conn, found[0])
+            col = self._collections.pop(name, None)
+            if col is not None:
+                col._state.drop_files()
+            else:
+                d = self._index_dir(found[0], name)
+                if d is not None and d.exists():
+                    import shutil
+
+                    shutil.rmtree(d, ignore_errors=True)
