@@ -423,7 +423,7 @@ class Collection:
         with state.lock:
             if cond is None:
                 if len(queries):
-                    cand = pipeline.candidates(state.index, queries, fetch, None)
+                    cand = state.search(queries, fetch, None)
                     keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
                 else:
                     keys, scores = np.empty((0, k), np.int64), np.empty((0, k), np.float32)
@@ -436,7 +436,7 @@ class Collection:
                     matching = np.array([x for x in matching.tolist() if x in state.vectors], dtype=np.int64)
                     keys, scores = pipeline.exact_over(self.metric, state.vectors, queries, matching, k)
                 else:
-                    cand = pipeline.candidates(state.index, queries, fetch, matching)
+                    cand = state.search(queries, fetch, matching)
                     keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
             with read_tx(self._store.engine) as conn:
                 records = Repository.hydrate(conn, np.unique(keys[keys >= 0]).tolist())

@@ -8,6 +8,7 @@ SQLite when missing, stale beyond the log, corrupt or incompatible — with a lo
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import threading
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 # Save the caches once this many changes (or this fraction of the collection) are unsaved.
 _PERSIST_MIN_CHANGES = 20_000
 _PERSIST_FRACTION = 0.25
+# New vectors up to this many are indexed inside the write; more go to a background indexer, and
+# queries scan the not-yet-indexed ones exactly so no acknowledged record is ever missed.
+SYNC_INDEX_MAX = 2_000
+_INDEX_CHUNK = 1_000
 
 
 class IndexState:
@@ -47,6 +52,8 @@ class IndexState:
         self.vectors: ExactIndex = ExactIndex(spec.dim, "dot")
         self.applied_seq = 0
         self.saved_seq = 0
+        self.pending: set[int] = set()  # keys in the vector cache, not yet in the ANN index
+        self._indexer: threading.Thread | None = None
         self._open()
 
     # ------------------------------------------------------------------ open / rebuild
@@ -98,6 +105,7 @@ class IndexState:
                     index.add(keys, vecs)
                     vectors.add(keys, vecs)
             self.index, self.vectors = index, vectors
+            self.pending.clear()
             self.applied_seq = seq
             self.saved_seq = -1
             if seq:
@@ -116,12 +124,66 @@ class IndexState:
             touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
             self.index.remove(touched)
             self.vectors.remove(touched)
+            self.pending.difference_update(last.keys())
             if len(keys):
-                self.index.add(keys, vecs)
                 self.vectors.add(keys, vecs)
+                self.pending.update(keys.tolist())
             self.applied_seq = newest
+            if len(self.pending) <= SYNC_INDEX_MAX:
+                self._index_some(len(self.pending))
+            else:
+                self._start_indexer()
             self._maybe_persist()
             return len(last)
+
+    # ------------------------------------------------------------------ background indexing
+    def _index_some(self, n: int) -> int:
+        """Move up to ``n`` pending vectors into the ANN index (caller holds or takes the lock)."""
+        with self.lock:
+            if not self.pending or n <= 0:
+                return 0
+            keys = np.fromiter(itertools.islice(self.pending, n), dtype=np.int64)
+            self.index.add(keys, self.vectors._vectors_for(keys))
+            self.pending.difference_update(keys.tolist())
+            return len(keys)
+
+    def _start_indexer(self) -> None:
+        if self._indexer is not None and self._indexer.is_alive():
+            return
+        self._indexer = threading.Thread(
+            target=self._drain_in_background, name="vectorstore-indexer", daemon=True
+        )
+        self._indexer.start()
+
+    def _drain_in_background(self) -> None:
+        try:
+            while self._index_some(_INDEX_CHUNK):
+                time.sleep(0)  # let waiting queries take the lock between chunks
+        except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
+            logger.exception("background indexing of collection %d failed", self.collection_id)
+
+    def drain(self) -> None:
+        """Index everything pending now (used before saving)."""
+        while self._index_some(10 * _INDEX_CHUNK):
+            pass
+
+    def search(self, queries: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
+        """Candidate keys ``[q, <=2n]``: the ANN index's best ``n`` plus the best ``n`` not-yet-indexed ones."""
+        with self.lock:
+            keys, _ = self.index.search(queries, n, allowed=allowed)
+            if not self.pending:
+                return keys
+            pend = np.fromiter(self.pending, dtype=np.int64, count=len(self.pending))
+            if allowed is not None:
+                pend = pend[np.isin(pend, allowed)]
+            if len(pend) == 0:
+                return keys
+            from indexers.scoring import exact_scores, top_k
+
+            extra, _ = top_k(
+                exact_scores(self.spec.metric, queries, self.vectors._vectors_for(pend)), pend, n
+            )
+            return np.concatenate([keys, extra], axis=1)
 
     def _maybe_persist(self) -> None:
         unsaved = self.applied_seq - max(self.saved_seq, 0)
@@ -137,6 +199,7 @@ class IndexState:
         with self.lock:
             if self.saved_seq == self.applied_seq:
                 return
+            self.drain()
             self.directory.mkdir(parents=True, exist_ok=True)
             # Vectors first: a crash between the two leaves mismatched seqs, which forces a rebuild.
             self.vectors.save(self.directory / "vectors", sequence=self.applied_seq)

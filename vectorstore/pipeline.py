@@ -11,12 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from indexers import BaseIndex
 from indexers.exact import ExactIndex
 from indexers.scoring import exact_scores, top_k
 from vectorstore.db.repository import StoredRecord
 
-__all__ = ["Hit", "candidates", "exact_over", "rescore", "to_hits"]
+__all__ = ["Hit", "exact_over", "rescore", "to_hits"]
 
 # A filter matching at most this many rows (or this fraction of the collection) is answered exactly.
 EXACT_FILTER_MAX = 20_000
@@ -53,12 +52,6 @@ def exact_over(
     if len(keys) == 0:
         return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, np.float32)
     return top_k(exact_scores(metric, queries, vectors._vectors_for(keys)), keys, k)
-
-
-def candidates(index: BaseIndex, queries: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
-    """ANN candidate keys ``[q, n]`` (``-1`` padded), filtered to ``allowed`` when given."""
-    keys, _ = index.search(queries, n, allowed=allowed)
-    return keys
 
 
 def rescore(

@@ -205,3 +205,24 @@ def test_unknown_filter_operator_named(store, rng):
         col.get(where={"a": {"$in": 3}})
     with pytest.raises(InvalidFilterError, match=r"\$startswith"):
         col.get(where_document={"$startswith": "x"})
+
+
+def test_background_indexing_never_misses_acknowledged_records(tmp_path, rng, monkeypatch):
+    from vectorstore import index_state
+
+    monkeypatch.setattr(index_state, "SYNC_INDEX_MAX", 10)
+    monkeypatch.setattr(index_state, "_INDEX_CHUNK", 7)
+    vecs = random_vectors(rng, 600)
+    with vs.Store(tmp_path / "s") as store:
+        col = store.create_collection("bg", model=None, embedding_dim=8, index="faiss-hnsw")
+        col.add(ids=[str(i) for i in range(600)], embeddings=vecs)
+        # right after the write, whatever the indexer has reached, every record is findable
+        for i in (0, 299, 599):
+            assert col.query(query_embeddings=vecs[i], k=1)[0].id == str(i)
+        state = col._state
+    # close() drained the pending vectors into the index before saving it
+    assert not state.pending and len(state.index) == 600
+    with vs.Store(tmp_path / "s") as store:
+        col = store.get_collection("bg")
+        assert len(col._state.index) == 600 and not col._state.pending
+        assert col.query(query_embeddings=vecs[123], k=1)[0].id == "123"
