@@ -18,7 +18,7 @@ from vectorstore import pipeline
 from vectorstore.db.engine import read_tx, write_tx
 from vectorstore.db.repository import Repository
 from vectorstore.errors import DuplicateIDError, InvalidIDError, InvalidInputError
-from vectorstore.filters import compile_where, compile_where_document
+from vectorstore.filters import compile_where, compile_where_document, has_positive_term
 from vectorstore.index_state import IndexState
 from vectorstore.pipeline import Hit
 from vectorstore.validation import check_documents, check_embeddings, check_ids, check_metadatas
@@ -226,6 +226,7 @@ class Collection:
             else:
                 assert docs is not None
                 chunks = self._encode_chunks([d for d in docs if d is not None], show_progress_bar)
+            written: list[np.ndarray] = []
             is_new = np.zeros(n, dtype=bool)
             is_new[new_pos] = True
             start = 0
@@ -253,8 +254,13 @@ class Collection:
                         [metas[i] for i in part_old] if metas is not None else [None] * len(part_old),
                         vecs[[i - start for i in part_old]],
                     )
+                written.append(vecs)
                 start += len(vecs)
-        self._state.catch_up()
+            # we hold the write lock: the newest change is ours
+            our_seq = Repository.max_seq(conn, self.id)
+        self._state.catch_up(
+            known=(keys, np.concatenate(written) if written else np.empty((0, self.dim), np.float32), our_seq)
+        )
 
     @staticmethod
     def _reject_existing(existing: Mapping[str, int]) -> None:
@@ -428,8 +434,13 @@ class Collection:
                 else:
                     keys, scores = np.empty((0, k), np.int64), np.empty((0, k), np.float32)
             else:
-                with read_tx(self._store.engine) as conn:
-                    matching = Repository.keys_matching(conn, self.id, cond)
+                stmt = Repository.keys_matching_stmt(
+                    self.id,
+                    cond,
+                    driven_by_filter=has_positive_term(where),
+                    sqlite=self._store.engine.dialect.name == "sqlite",
+                )
+                matching = np.fromiter((r[0] for r in state.read_sql(stmt)), dtype=np.int64)
                 n_total = len(state.vectors)
                 if len(matching) <= max(pipeline.EXACT_FILTER_MAX, pipeline.EXACT_FILTER_FRACTION * n_total):
                     # a write that committed after catch_up may name keys not applied yet: skip them
@@ -438,8 +449,7 @@ class Collection:
                 else:
                     cand = state.search(queries, fetch, matching)
                     keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
-            with read_tx(self._store.engine) as conn:
-                records = Repository.hydrate(conn, np.unique(keys[keys >= 0]).tolist())
+            records = state.hydrate(np.unique(keys[keys >= 0]).tolist())
             hits = pipeline.to_hits(
                 keys,
                 scores,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -72,17 +73,25 @@ def find_sts_dir(start: str | os.PathLike[str] | None = None) -> Path | None:
     return None
 
 
-def derive_vectors(base: np.ndarray, n: int, *, noise: float = 0.03, seed: int = 0) -> np.ndarray:
+def derive_vectors(
+    base: np.ndarray, n: int, *, noise: float = 0.03, seed: int = 0, return_sources: bool = False
+) -> Any:
     """``n`` unit vectors made from real embeddings: each is a random base row plus Gaussian noise
     (per-dimension standard deviation ``noise``), renormalised. The first ``len(base)`` rows are the
-    base rows themselves, so real vectors are always part of the set."""
+    base rows themselves, so real vectors are always part of the set.
+
+    With ``return_sources`` also returns, for each row, the index of the base row it came from.
+    """
     rng = np.random.default_rng(seed)
     base = np.asarray(base, dtype=np.float32)
     out = np.empty((n, base.shape[1]), dtype=np.float32)
     m = min(n, len(base))
     out[:m] = base[:m]
+    sources = np.arange(n, dtype=np.int64)
     if n > m:
         picks = rng.integers(0, len(base), size=n - m)
+        sources[m:] = picks
         out[m:] = base[picks] + rng.standard_normal((n - m, base.shape[1])).astype(np.float32) * noise
     norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+    vectors = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+    return (vectors, sources) if return_sources else vectors

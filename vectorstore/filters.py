@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 from vectorstore.db.schema import metadata_kv, records
 from vectorstore.errors import InvalidFilterError
 
-__all__ = ["compile_where", "compile_where_document"]
+__all__ = ["compile_where", "compile_where_document", "has_positive_term"]
 
 _KEY_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 _LOGIC = ("$and", "$or")
@@ -126,6 +126,22 @@ def compile_where(collection_id: int, where: Mapping[str, Any] | None) -> Column
         else:
             parts.append(_compile_key(collection_id, key, spec))
     return and_(*parts) if len(parts) > 1 else parts[0]
+
+
+def has_positive_term(where: Mapping[str, Any] | None) -> bool:
+    """Whether some top-level term must match (a key with $eq/$in/range operators): then the matching
+    rows are a subset of that term's indexed lookup, and the query can be driven from it."""
+    if not where:
+        return False
+    for key, spec in where.items():
+        if key == "$and":
+            if any(has_positive_term(sub) for sub in spec):
+                return True
+        elif key == "$or":
+            continue
+        elif not isinstance(spec, Mapping) or any(op not in ("$ne", "$nin") for op in spec):
+            return True
+    return False
 
 
 def _like_escape(text: str) -> str:

@@ -9,11 +9,14 @@ SQLite when missing, stale beyond the log, corrupt or incompatible — with a lo
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -22,10 +25,21 @@ import indexers
 from indexers import BaseIndex, IndexSpec
 from indexers.exact import ExactIndex
 from vectorstore.db.engine import read_tx
-from vectorstore.db.repository import Repository
+from vectorstore.db.repository import Repository, StoredRecord
 from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
 
 __all__ = ["IndexState"]
+
+
+def _open_probe(engine: Engine) -> sqlite3.Connection | None:
+    """A private connection used only to read ``PRAGMA data_version`` (file-backed SQLite only)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:":
+        return None
+    return sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +68,8 @@ class IndexState:
         self.saved_seq = 0
         self.pending: set[int] = set()  # keys in the vector cache, not yet in the ANN index
         self._indexer: threading.Thread | None = None
+        self._probe = _open_probe(engine)
+        self._seen_version: int | None = None
         self._open()
 
     # ------------------------------------------------------------------ open / rebuild
@@ -112,15 +128,46 @@ class IndexState:
                 self.persist()
 
     # ------------------------------------------------------------------ keeping up
-    def catch_up(self) -> int:
-        """Apply committed changes newer than what this process has applied; returns how many keys changed."""
+    def _data_version(self) -> int | None:
+        if self._probe is None:
+            return None
         with self.lock:
+            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+
+    def catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None = None) -> int:
+        """Apply committed changes newer than what this process has applied; returns how many keys changed.
+
+        ``known``: (keys, vectors, seq) this process just committed (its changes end at ``seq``), so those
+        vectors need not be read back from SQLite — unless a later change to the same key came after.
+        """
+        with self.lock:
+            # SQLite bumps data_version when any other connection commits: an unchanged value means
+            # there is nothing to read, which keeps this check off the query's critical path.
+            version = self._data_version()
+            if version is not None and version == self._seen_version:
+                return 0
             with read_tx(self.engine) as conn:
                 newest, last = Repository.changed_keys_since(conn, self.collection_id, self.applied_seq)
+                self._seen_version = version
                 if not last:
                     return 0
-                upserts = [k for k, op in last.items() if op == "u"]
-                keys, vecs = Repository.vectors_for(conn, upserts, self.spec.dim)
+                upserts = np.fromiter((k for k, (op, _) in last.items() if op == "u"), dtype=np.int64)
+                keys = np.empty(0, np.int64)
+                vecs = np.empty((0, self.spec.dim), np.float32)
+                if known is not None and len(known[0]) and len(upserts):
+                    order = np.argsort(known[0])
+                    sorted_known = known[0][order]
+                    pos = np.minimum(np.searchsorted(sorted_known, upserts), len(sorted_known) - 1)
+                    last_seq = np.fromiter(
+                        (last[k][1] for k in upserts.tolist()), dtype=np.int64, count=len(upserts)
+                    )
+                    hit = (sorted_known[pos] == upserts) & (last_seq <= known[2])
+                    keys, vecs = upserts[hit], known[1][order[pos[hit]]]
+                    upserts = upserts[~hit]
+                if len(upserts):
+                    more_keys, more_vecs = Repository.vectors_for(conn, upserts.tolist(), self.spec.dim)
+                    keys = np.concatenate([keys, more_keys])
+                    vecs = np.concatenate([vecs, more_vecs])
             touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
             self.index.remove(touched)
             self.vectors.remove(touched)
@@ -158,7 +205,7 @@ class IndexState:
     def _drain_in_background(self) -> None:
         try:
             while self._index_some(_INDEX_CHUNK):
-                time.sleep(0)  # let waiting queries take the lock between chunks
+                time.sleep(0.001)  # let waiting writers and queries take the lock between chunks
         except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
             logger.exception("background indexing of collection %d failed", self.collection_id)
 
@@ -205,6 +252,45 @@ class IndexState:
             self.vectors.save(self.directory / "vectors", sequence=self.applied_seq)
             self.index.save(self.directory / "index", sequence=self.applied_seq)
             self.saved_seq = self.applied_seq
+
+    # ------------------------------------------------------------------ fast reads for queries
+    def read_sql(self, stmt: Any) -> list[tuple[Any, ...]]:
+        """Run a SELECT on the private SQLite connection (bound parameters kept), else through SQLAlchemy.
+
+        Queries read through here: it skips the pool and transaction bookkeeping, which otherwise
+        costs more than the lookups themselves. Each statement is its own consistent snapshot.
+        """
+        if self._probe is None:
+            with read_tx(self.engine) as conn:
+                return [tuple(r) for r in conn.execute(stmt)]
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = [compiled.params[name] for name in (compiled.positiontup or [])]
+        with self.lock:
+            return self._probe.execute(str(compiled), params).fetchall()
+
+    def hydrate(self, keys: list[int]) -> dict[int, StoredRecord]:
+        """Ids, documents and metadata of ``keys``."""
+        if self._probe is None or not keys:
+            with read_tx(self.engine) as conn:
+                return Repository.hydrate(conn, keys)
+        out: dict[int, StoredRecord] = {}
+        for start in range(0, len(keys), 5000):
+            part = keys[start : start + 5000]
+            sql = (
+                f"SELECT key, id, document, metadata FROM records WHERE key IN ({','.join('?' * len(part))})"
+            )
+            with self.lock:
+                rows = self._probe.execute(sql, part).fetchall()
+            for k, rid, doc, md in rows:
+                out[int(k)] = StoredRecord(int(k), rid, doc, json.loads(md) if md is not None else None)
+        return out
+
+    def close(self) -> None:
+        """Save and release the change probe."""
+        self.persist()
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
 
     def drop_files(self) -> None:
         """Remove the saved caches (the collection is being deleted)."""

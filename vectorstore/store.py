@@ -105,7 +105,7 @@ class Store:
         with self._lock:
             for col in self._collections.values():
                 try:
-                    col._state.persist()
+                    col._state.close()
                 except (
                     OSError,
                     VectorStoreError,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, delete, func, insert, literal_column, select, update
 
 from vectorstore.db.schema import changes, collections, meta, metadata_kv, records
 
@@ -210,17 +210,19 @@ class Repository:
         )
 
     @staticmethod
-    def changed_keys_since(conn: Connection, collection_id: int, seq: int) -> tuple[int, dict[int, str]]:
-        """(newest seq, key -> last op) for changes after ``seq``."""
+    def changed_keys_since(
+        conn: Connection, collection_id: int, seq: int
+    ) -> tuple[int, dict[int, tuple[str, int]]]:
+        """(newest seq, key -> (last op, its seq)) for changes after ``seq``."""
         rows = conn.execute(
             select(changes.c.seq, changes.c.record_key, changes.c.op)
             .where(changes.c.collection_id == collection_id, changes.c.seq > seq)
             .order_by(changes.c.seq)
         ).all()
-        last: dict[int, str] = {}
+        last: dict[int, tuple[str, int]] = {}
         newest = seq
         for s, key, op in rows:
-            last[int(key)] = op
+            last[int(key)] = (op, int(s))
             newest = int(s)
         return newest, last
 
@@ -260,10 +262,29 @@ class Repository:
             yield keys, vecs
 
     @staticmethod
+    def keys_matching_stmt(
+        collection_id: int,
+        cond: ColumnElement[bool] | None,
+        *,
+        driven_by_filter: bool = False,
+        sqlite: bool = True,
+    ) -> Select[Any]:
+        """SELECT of the keys of the collection's records matching ``cond``.
+
+        ``driven_by_filter``: the condition has an indexed positive term; on SQLite the unary ``+``
+        keeps the planner from scanning the whole collection through the collection_id index.
+        """
+        if driven_by_filter and sqlite:
+            scope = literal_column("+records.collection_id") == collection_id
+        else:
+            scope = records.c.collection_id == collection_id
+        stmt = select(records.c.key).where(scope)
+        return stmt.where(cond) if cond is not None else stmt
+
+    @staticmethod
     def keys_matching(conn: Connection, collection_id: int, cond: ColumnElement[bool] | None) -> np.ndarray:
-        stmt = select(records.c.key).where(records.c.collection_id == collection_id)
-        if cond is not None:
-            stmt = stmt.where(cond)
+        """Keys of the collection's records matching ``cond``."""
+        stmt = Repository.keys_matching_stmt(collection_id, cond, sqlite=conn.dialect.name == "sqlite")
         return np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
 
     @staticmethod

@@ -1,0 +1,74 @@
+"""Chroma side of benchmarks/store.py, run in an interpreter where chromadb is installed.
+
+    python _chroma_peer.py DATA_DIR WORK_DIR  -> prints one JSON line of measurements
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    import chromadb
+
+    data, work = Path(sys.argv[1]), Path(sys.argv[2])
+    vecs = np.load(data / "vectors.npy")
+    queries = np.load(data / "queries.npy")
+    truth = np.load(data / "truth.npy")
+    docs = json.loads((data / "documents.json").read_text())
+    buckets = np.load(data / "buckets.npy")
+    ids = [str(i) for i in range(len(vecs))]
+    client = chromadb.PersistentClient(path=str(work / "chroma"))
+    col = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
+    t = time.perf_counter()
+    step = 5000
+    for s in range(0, len(vecs), step):
+        col.add(
+            ids=ids[s : s + step],
+            embeddings=vecs[s : s + step],
+            documents=docs[s : s + step],
+            metadatas=[{"bucket": int(b)} for b in buckets[s : s + step]],
+        )
+    ingest = len(vecs) / (time.perf_counter() - t)
+    lat, found = [], []
+    for q in queries:
+        t = time.perf_counter()
+        r = col.query(query_embeddings=[q], n_results=10, include=["documents", "metadatas", "distances"])
+        lat.append((time.perf_counter() - t) * 1000)
+        found.append([int(x) for x in r["ids"][0]])
+    recall = float(np.mean([len(set(f) & set(tr.tolist())) / 10 for f, tr in zip(found, truth)]))
+    flat = []
+    for q in queries[:200]:
+        t = time.perf_counter()
+        col.query(query_embeddings=[q], n_results=10, where={"bucket": 7}, include=["documents", "metadatas", "distances"])
+        flat.append((time.perf_counter() - t) * 1000)
+    del col, client
+    t = time.perf_counter()
+    client = chromadb.PersistentClient(path=str(work / "chroma"))
+    client.get_collection("bench").query(query_embeddings=[queries[0]], n_results=10)
+    reopen = time.perf_counter() - t
+    size = sum(p.stat().st_size for p in (work / "chroma").rglob("*") if p.is_file()) / 2**20
+    lat.sort()
+    print(
+        json.dumps(
+            {
+                "ingest_vps": ingest,
+                "p50_ms": statistics.median(lat),
+                "p99_ms": lat[int(0.99 * (len(lat) - 1))],
+                "recall": recall,
+                "filtered_p50_ms": statistics.median(flat),
+                "reopen_s": reopen,
+                "disk_mb": size,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
