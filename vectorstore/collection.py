@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sys
@@ -71,6 +72,7 @@ class Collection:
         self.id = collection_id
         self.config = config
         self._state = state
+        self._sql_cache: dict[str, tuple[str, list[Any]]] = {}
 
     # ------------------------------------------------------------------ description
     @property
@@ -422,25 +424,19 @@ class Collection:
         if oversample < 1:
             raise InvalidInputError(f"oversample must be >= 1, got {oversample}")
         queries, single = self._query_vectors(query, query_embeddings)
-        cond = self._condition(where, where_document)
+        filtered = bool(where) or bool(where_document)
         state = self._state
         state.catch_up()
         fetch = max(k * oversample, candidates or 0, k)
         with state.lock:
-            if cond is None:
+            if not filtered:
                 if len(queries):
                     cand = state.search(queries, fetch, None)
                     keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
                 else:
                     keys, scores = np.empty((0, k), np.int64), np.empty((0, k), np.float32)
             else:
-                stmt = Repository.keys_matching_stmt(
-                    self.id,
-                    cond,
-                    driven_by_filter=has_positive_term(where),
-                    sqlite=self._store.engine.dialect.name == "sqlite",
-                )
-                matching = np.fromiter((r[0] for r in state.read_sql(stmt)), dtype=np.int64)
+                matching = self._matching_keys(where, where_document)
                 n_total = len(state.vectors)
                 if len(matching) <= max(pipeline.EXACT_FILTER_MAX, pipeline.EXACT_FILTER_FRACTION * n_total):
                     # a write that committed after catch_up may name keys not applied yet: skip them
@@ -459,6 +455,28 @@ class Collection:
                 vectors=state.vectors if "embeddings" in inc else None,
             )
         return hits[0] if single else hits
+
+    def _matching_keys(self, where: Any, where_document: Any) -> np.ndarray:
+        """Keys matching a filter; the compiled SQL of recent filters is reused (values stay bound parameters)."""
+        state = self._state
+        try:
+            cache_key: str | None = json.dumps([where, where_document], sort_keys=True)
+        except (TypeError, ValueError):
+            cache_key = None
+        compiled = self._sql_cache.get(cache_key) if cache_key is not None else None
+        if compiled is None:
+            cond = self._condition(where, where_document)  # validates: only good filters are cached
+            stmt = Repository.keys_matching_stmt(
+                self.id, cond, driven_by_filter=has_positive_term(where), sqlite=self._store.engine.dialect.name == "sqlite"
+            )
+            compiled = state.compile_select(stmt)
+            if compiled is None:
+                return np.fromiter((r[0] for r in state.read_sql(stmt)), dtype=np.int64)
+            if cache_key is not None:
+                if len(self._sql_cache) >= 256:
+                    self._sql_cache.pop(next(iter(self._sql_cache)))
+                self._sql_cache[cache_key] = compiled
+        return np.fromiter((r[0] for r in state.read_compiled(*compiled)), dtype=np.int64)
 
     def _query_vectors(self, query: Any, query_embeddings: Any) -> tuple[np.ndarray, bool]:
         if (query is None) == (query_embeddings is None):

@@ -206,6 +206,8 @@ class IndexState:
         try:
             while self._index_some(_INDEX_CHUNK):
                 time.sleep(0.001)  # let waiting writers and queries take the lock between chunks
+            with self.lock:
+                self._maybe_persist()
         except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
             logger.exception("background indexing of collection %d failed", self.collection_id)
 
@@ -233,6 +235,8 @@ class IndexState:
             return np.concatenate([keys, extra], axis=1)
 
     def _maybe_persist(self) -> None:
+        if self.pending:
+            return  # the background indexer saves when it has caught up; saving now would block on it
         unsaved = self.applied_seq - max(self.saved_seq, 0)
         if self.directory is not None and unsaved >= max(
             _PERSIST_MIN_CHANGES, _PERSIST_FRACTION * len(self.vectors)
@@ -254,6 +258,19 @@ class IndexState:
             self.saved_seq = self.applied_seq
 
     # ------------------------------------------------------------------ fast reads for queries
+    def compile_select(self, stmt: Any) -> tuple[str, list[Any]] | None:
+        """SQL text and positional bound parameters of ``stmt`` for the private connection (None off SQLite)."""
+        if self._probe is None:
+            return None
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        return str(compiled), [compiled.params[name] for name in (compiled.positiontup or [])]
+
+    def read_compiled(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Run SQL produced by :meth:`compile_select`."""
+        assert self._probe is not None
+        with self.lock:
+            return self._probe.execute(sql, params).fetchall()
+
     def read_sql(self, stmt: Any) -> list[tuple[Any, ...]]:
         """Run a SELECT on the private SQLite connection (bound parameters kept), else through SQLAlchemy.
 
