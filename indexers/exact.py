@@ -18,18 +18,36 @@ __all__ = ["ExactIndex", "VectorTable"]
 
 
 class VectorTable:
-    """Keys and float32 vectors in growable arrays, with O(1) removal by swapping in the last row."""
+    """Keys and float32 vectors in growable arrays, with O(1) removal by swapping in the last row.
+
+    The key -> row map is built only when first needed (removal, small lookups), and bulk lookups
+    use a cached sorted copy of the keys, so loading a large table costs no per-key Python work.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._keys = np.empty(0, dtype=np.int64)
         self._vecs = np.empty((0, dim), dtype=np.float32)
         self._n = 0
-        self._row: dict[int, int] = {}
+        self._row_map: dict[int, int] | None = {}
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted keys, their rows), rebuilt lazily
+
+    @classmethod
+    def from_arrays(cls, keys: np.ndarray, vectors: np.ndarray) -> VectorTable:
+        """Adopt ``keys`` / ``vectors`` as the table's storage (no copy, no per-key work)."""
+        table = cls(vectors.shape[1])
+        table._keys, table._vecs, table._n = keys, vectors, len(keys)
+        table._row_map = None
+        return table
 
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def _row(self) -> dict[int, int]:
+        if self._row_map is None:
+            self._row_map = dict(zip(self._keys[: self._n].tolist(), range(self._n)))
+        return self._row_map
 
     @property
     def keys(self) -> np.ndarray:
@@ -41,7 +59,7 @@ class VectorTable:
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         need = self._n + len(keys)
-        if need > len(self._keys):
+        if need > len(self._keys) or not self._vecs.flags.writeable:
             cap = max(need, int(len(self._keys) * 1.5) + 1024)
             new_keys = np.empty(cap, dtype=np.int64)
             new_vecs = np.empty((cap, self.dim), dtype=np.float32)
@@ -50,33 +68,40 @@ class VectorTable:
             self._keys, self._vecs = new_keys, new_vecs
         self._keys[self._n : need] = keys
         self._vecs[self._n : need] = vectors
-        for i, key in enumerate(keys.tolist()):
-            self._row[key] = self._n + i
+        if self._row_map is not None:
+            for i, key in enumerate(keys.tolist()):
+                self._row_map[key] = self._n + i
         self._n = need
         self._lookup = None
 
     def remove(self, keys: np.ndarray) -> None:
+        if not self._vecs.flags.writeable:
+            self.add(np.empty(0, np.int64), np.empty((0, self.dim), np.float32))  # take a private copy
+        row_map = self._row
         for key in keys.tolist():
-            row = self._row.pop(key)
+            row = row_map.pop(key)
             last = self._n - 1
             if row != last:
                 moved = int(self._keys[last])
                 self._keys[row] = moved
                 self._vecs[row] = self._vecs[last]
-                self._row[moved] = row
+                row_map[moved] = row
             self._n = last
         self._lookup = None
 
     def rows(self, keys: np.ndarray) -> np.ndarray:
         """Row numbers of present keys (vectorised: binary search in a cached sorted copy)."""
-        if len(keys) < 64:
-            return np.fromiter((self._row[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        if len(keys) < 64 and self._row_map is not None:
+            return np.fromiter((self._row_map[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
         if self._lookup is None:
             order = np.argsort(self._keys[: self._n], kind="stable")
             self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
         sorted_keys, sorted_rows = self._lookup
-        pos = np.searchsorted(sorted_keys, keys)
-        pos = np.minimum(pos, len(sorted_keys) - 1)
+        if len(sorted_keys) == 0:
+            if len(keys):
+                raise KeyError(f"keys not stored: {keys[:5].tolist()}")
+            return np.empty(0, np.int64)
+        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
         if not np.array_equal(sorted_keys[pos], keys):
             missing = keys[sorted_keys[pos] != keys][:5].tolist()
             raise KeyError(f"keys not stored: {missing}")
@@ -166,12 +191,12 @@ class ExactIndex(BaseIndex):
         return {"keys": kp, "vectors": vp}
 
     def _read_files(self, files: dict[str, Path]) -> None:
-        keys = np.load(files["keys"], allow_pickle=False)
-        vecs = np.load(files["vectors"], allow_pickle=False)
+        keys = np.load(files["keys"], allow_pickle=False).astype(np.int64, copy=False)
+        # memory-mapped, read-only: the table copies it on its first write
+        vecs = np.load(files["vectors"], allow_pickle=False, mmap_mode="r")
         if keys.ndim != 1 or vecs.shape != (len(keys), self.dim) or vecs.dtype != np.float32:
             raise ValueError(f"arrays have shapes {keys.shape} / {vecs.shape}, dtype {vecs.dtype}")
-        self._table = VectorTable(self.dim)
-        self._table.add(keys.astype(np.int64), vecs)
+        self._table = VectorTable.from_arrays(keys, vecs)
         self._keys = set(keys.tolist())
 
 

@@ -259,9 +259,10 @@ class FaissHNSWIndex(_FaissBase):
         self._index.hnsw.efSearch = self.options["efSearch"]
         self._labels = labels.astype(np.int64)
         live = np.nonzero(self._labels >= 0)[0]
-        self._internal = {int(self._labels[i]): int(i) for i in live}
+        live_keys = self._labels[live].tolist()
+        self._internal = dict(zip(live_keys, live.tolist()))
         self._dead = int(len(self._labels) - len(live))
-        self._keys = set(self._internal)
+        self._keys = set(live_keys)
 
 
 class FaissIVFIndex(_FaissBase):

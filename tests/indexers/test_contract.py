@@ -306,3 +306,19 @@ def test_ivf_reconstruct_then_remove(rng):
     assert index.remove(np.arange(0, 300, 3)) == 100
     keys, _ = index.search(x[:10], 5)
     assert not np.isin(keys, np.arange(0, 300, 3)).any()
+
+
+def test_loaded_index_accepts_removal_and_addition(backend, rng, tmp_path):
+    """Loaded storage may be memory-mapped read-only; the first write must take a private copy."""
+    x = clustered(rng, 500, DIM)
+    index = _make(backend)
+    index.add(np.arange(500), x)
+    index.save(tmp_path / "i")
+    loaded = indexers.load_index(tmp_path / "i")
+    assert loaded.remove(np.arange(0, 500, 5)) == 100
+    loaded.add(np.arange(1000, 1010), x[:10])
+    keys, _ = loaded.search(x[:10], 3)
+    assert not np.isin(keys, np.arange(0, 500, 5)).any()
+    assert len(loaded) == 410
+    # the saved files are untouched by writes to the loaded copy
+    assert len(indexers.load_index(tmp_path / "i")) == 500
