@@ -33,7 +33,8 @@ __all__ = ["Collection", "GetResult"]
 logger = logging.getLogger(__name__)
 
 _INCLUDE = ("documents", "metadatas", "embeddings")
-_ENCODE_CHUNK = 512  # documents per encode step when ingest overlaps encoding with writing
+_ENCODE_CHUNK = 1024  # documents per encode step when ingest overlaps encoding with writing
+_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -108,37 +109,22 @@ class Collection:
         return self._store._model(self.model_name)
 
     # ------------------------------------------------------------------ embedding
-    def _encode_chunks(self, documents: list[str], show_progress_bar: bool | None) -> Iterator[np.ndarray]:
-        """Encode in chunks on a background thread so the caller can write one chunk while the next encodes."""
+    def _encode_in_order(
+        self, documents: list[str | None], show_progress_bar: bool | None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(positions, vectors) chunks, longest documents first so batches pad little across the whole write."""
         model = self.model
-        show = (
-            show_progress_bar
-            if show_progress_bar is not None
-            else (len(documents) >= 2000 and sys.stderr.isatty())
-        )
-        out: queue.Queue[np.ndarray | BaseException | None] = queue.Queue(maxsize=2)
-
-        def work() -> None:
-            try:
-                for start in range(0, len(documents), _ENCODE_CHUNK):
-                    vecs = model.encode_document(documents[start : start + _ENCODE_CHUNK], batch_size=32)
-                    out.put(np.asarray(vecs, dtype=np.float32))
-            except BaseException as exc:  # handed to the consumer, which raises it
-                out.put(exc)
-            out.put(None)
-
-        thread = threading.Thread(target=work, name="vectorstore-encode", daemon=True)
-        thread.start()
-        with tqdm(total=len(documents), desc=f"Embedding {self.name}", unit="doc", disable=not show) as bar:
-            while True:
-                item = out.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                bar.update(len(item))
-                yield item
-        thread.join()
+        n = len(documents)
+        show = show_progress_bar if show_progress_bar is not None else (n >= 2000 and sys.stderr.isatty())
+        order = np.argsort([-len(d or "") for d in documents], kind="stable")
+        with tqdm(total=n, desc=f"Embedding {self.name}", unit="doc", disable=not show) as bar:
+            for start in range(0, n, _ENCODE_CHUNK):
+                idx = order[start : start + _ENCODE_CHUNK]
+                vecs = np.asarray(
+                    model.encode_document([documents[i] or "" for i in idx], batch_size=32), dtype=np.float32
+                )
+                bar.update(len(idx))
+                yield idx, vecs
 
     def _vectors(self, documents: list[str | None] | None, embeddings: Any, n: int) -> np.ndarray | None:
         if embeddings is not None:
@@ -211,32 +197,97 @@ class Collection:
         if mode == "add":
             with read_tx(self._store.engine) as conn:
                 self._reject_existing(Repository.keys_for_ids(conn, self.id, id_list))
+        if vectors is not None:
+            keys, all_vecs, our_seq = self._commit(
+                id_list, docs, metas, iter([(np.arange(n), vectors)]), mode
+            )
+        else:
+            assert docs is not None
+            keys, all_vecs, our_seq = self._commit_while_encoding(
+                id_list, docs, metas, mode, show_progress_bar
+            )
+        self._state.catch_up(known=(keys, all_vecs, our_seq))
+
+    def _commit_while_encoding(
+        self,
+        id_list: list[str],
+        docs: list[str | None],
+        metas: Any,
+        mode: str,
+        show_progress_bar: bool | None,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Encode on this thread (torch runs best on it) while a writer thread inserts the chunks
+        already encoded into one open transaction; any failure on either side rolls it all back."""
+        q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        result: dict[str, Any] = {}
+
+        def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            while True:
+                item = q.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+
+        def write() -> None:
+            try:
+                result["ok"] = self._commit(id_list, docs, metas, chunks(), mode)
+            except BaseException as exc:
+                result["error"] = exc
+
+        writer = threading.Thread(target=write, name="vectorstore-writer", daemon=True)
+        writer.start()
+
+        def put(item: Any) -> bool:
+            while writer.is_alive():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for item in self._encode_in_order(docs, show_progress_bar):
+                if not put(item):
+                    break  # the writer stopped (its error is raised below)
+            put(_DONE)
+        except BaseException as exc:
+            put(exc)  # abort: the writer raises it inside the transaction, which rolls back
+            writer.join()
+            raise
+        writer.join()
+        if "error" in result:
+            raise result["error"]
+        return result["ok"]
+
+    def _commit(
+        self,
+        id_list: list[str],
+        docs: list[str | None] | None,
+        metas: Any,
+        chunks: Iterator[tuple[np.ndarray, np.ndarray]],
+        mode: str,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """One transaction: check ids, allocate keys, insert/update each chunk of (positions, vectors)."""
+        n = len(id_list)
         with write_tx(self._store.engine) as conn:
             existing = Repository.keys_for_ids(conn, self.id, id_list)
             if mode == "add":
                 self._reject_existing(existing)
-            new_pos = [i for i, rid in enumerate(id_list) if rid not in existing]
-            old_pos = [i for i, rid in enumerate(id_list) if rid in existing]
+            is_new = np.array([rid not in existing for rid in id_list], dtype=bool)
             keys = np.empty(n, dtype=np.int64)
-            if new_pos:
-                keys[new_pos] = Repository.allocate_keys(conn, len(new_pos))
-            for i in old_pos:
+            if is_new.any():
+                keys[is_new] = Repository.allocate_keys(conn, int(is_new.sum()))
+            for i in np.nonzero(~is_new)[0].tolist():
                 keys[i] = existing[id_list[i]]
-            chunks: Iterator[np.ndarray]
-            if vectors is not None:
-                chunks = iter([vectors])
-            else:
-                assert docs is not None
-                chunks = self._encode_chunks([d for d in docs if d is not None], show_progress_bar)
-            written: list[np.ndarray] = []
-            is_new = np.zeros(n, dtype=bool)
-            is_new[new_pos] = True
-            start = 0
-            for vecs in chunks:
+            all_vecs = np.empty((n, self.dim), dtype=np.float32)
+            for span, vecs in chunks:
                 vecs = self._check_dim(vecs)
-                span = np.arange(start, start + len(vecs))
-                part_new = span[is_new[span]].tolist()
-                part_old = span[~is_new[span]].tolist()
+                all_vecs[span] = vecs
+                part_new = np.sort(span[is_new[span]]).tolist()
+                part_old = np.sort(span[~is_new[span]]).tolist()
                 if part_new:
                     Repository.insert_records(
                         conn,
@@ -245,7 +296,7 @@ class Collection:
                         [id_list[i] for i in part_new],
                         [docs[i] for i in part_new] if docs is not None else None,
                         [metas[i] for i in part_new] if metas is not None else None,
-                        vecs[[i - start for i in part_new]],
+                        all_vecs[part_new],
                     )
                 if part_old:
                     Repository.update_records(
@@ -254,15 +305,11 @@ class Collection:
                         [int(keys[i]) for i in part_old],
                         [docs[i] for i in part_old] if docs is not None else None,
                         [metas[i] for i in part_old] if metas is not None else [None] * len(part_old),
-                        vecs[[i - start for i in part_old]],
+                        all_vecs[part_old],
                     )
-                written.append(vecs)
-                start += len(vecs)
             # we hold the write lock: the newest change is ours
             our_seq = Repository.max_seq(conn, self.id)
-        self._state.catch_up(
-            known=(keys, np.concatenate(written) if written else np.empty((0, self.dim), np.float32), our_seq)
-        )
+        return keys, all_vecs, our_seq
 
     @staticmethod
     def _reject_existing(existing: Mapping[str, int]) -> None:
@@ -467,7 +514,10 @@ class Collection:
         if compiled is None:
             cond = self._condition(where, where_document)  # validates: only good filters are cached
             stmt = Repository.keys_matching_stmt(
-                self.id, cond, driven_by_filter=has_positive_term(where), sqlite=self._store.engine.dialect.name == "sqlite"
+                self.id,
+                cond,
+                driven_by_filter=has_positive_term(where),
+                sqlite=self._store.engine.dialect.name == "sqlite",
             )
             compiled = state.compile_select(stmt)
             if compiled is None:

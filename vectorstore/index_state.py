@@ -37,7 +37,9 @@ def _load_pair(directory: Path, spec: IndexSpec) -> tuple[BaseIndex, BaseIndex]:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         index_future = pool.submit(indexers.load_index, directory / "index", expect=spec)
-        vectors_future = pool.submit(indexers.load_index, directory / "vectors", expect=IndexSpec("exact", spec.dim, "dot", {}))
+        vectors_future = pool.submit(
+            indexers.load_index, directory / "vectors", expect=IndexSpec("exact", spec.dim, "dot", {})
+        )
         return index_future.result(), vectors_future.result()
 
 

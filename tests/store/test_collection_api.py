@@ -226,3 +226,32 @@ def test_background_indexing_never_misses_acknowledged_records(tmp_path, rng, mo
         col = store.get_collection("bg")
         assert len(col._state.index) == 600 and not col._state.pending
         assert col.query(query_embeddings=vecs[123], k=1)[0].id == "123"
+
+
+def test_failed_encoding_mid_ingest_writes_nothing(store, model, monkeypatch):
+    from vectorstore import collection as collection_module
+
+    monkeypatch.setattr(collection_module, "_ENCODE_CHUNK", 2)
+    store._models["all-MiniLM-L6-v2"] = model
+    col = store.create_collection("t")
+    real = model.encode_document
+    calls = {"n": 0}
+
+    def flaky(texts, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("encoder failed")
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(model, "encode_document", flaky)
+    docs = [f"sentence number {i}" for i in range(6)]
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        col.add(ids=[str(i) for i in range(6)], documents=docs)
+    assert col.count() == 0
+    monkeypatch.setattr(model, "encode_document", real)
+    col.add(ids=[str(i) for i in range(6)], documents=docs)  # chunks of 2, written while encoding
+    assert col.get().ids == [str(i) for i in range(6)] and col.get().documents == docs
+    np.testing.assert_allclose(col.get(ids=["4"], include=["embeddings"]).embeddings[0], model.encode(docs[4]), atol=1e-5)
+    with pytest.raises(DuplicateIDError):
+        col.add(ids=["9", "3"], documents=["x", "y"])
+    assert col.count() == 6
