@@ -251,7 +251,22 @@ def test_failed_encoding_mid_ingest_writes_nothing(store, model, monkeypatch):
     monkeypatch.setattr(model, "encode_document", real)
     col.add(ids=[str(i) for i in range(6)], documents=docs)  # chunks of 2, written while encoding
     assert col.get().ids == [str(i) for i in range(6)] and col.get().documents == docs
-    np.testing.assert_allclose(col.get(ids=["4"], include=["embeddings"]).embeddings[0], model.encode(docs[4]), atol=1e-5)
+    np.testing.assert_allclose(
+        col.get(ids=["4"], include=["embeddings"]).embeddings[0], model.encode(docs[4]), atol=1e-5
+    )
     with pytest.raises(DuplicateIDError):
         col.add(ids=["9", "3"], documents=["x", "y"])
     assert col.count() == 6
+
+
+def test_store_from_url_with_index_dir(tmp_path, rng):
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    vecs = random_vectors(rng, 20)
+    with vs.Store(url=url, index_dir=tmp_path / "idx") as store:
+        byo(store).add(ids=[str(i) for i in range(20)], embeddings=vecs)
+    assert any((tmp_path / "idx").rglob("manifest.json"))
+    with vs.Store(url=url) as store:  # no index dir: rebuilt from the database on open
+        col = store.get_collection("c")
+        assert col.query(query_embeddings=vecs[3], k=1)[0].id == "3"
+    with pytest.raises(InvalidInputError, match="exactly one"):
+        vs.Store()
