@@ -54,18 +54,21 @@ def exact_over(
     return top_k(exact_scores(metric, queries, vectors._vectors_for(keys)), keys, k)
 
 
-def rescore(
-    metric: str, vectors: ExactIndex, queries: np.ndarray, cand: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact scores of each query's candidates from the float32 vectors; best ``k`` per query."""
+def rescore(metric: str, vectors: ExactIndex, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact scores of each query's candidates from the float32 vectors; best ``k`` per query.
+
+    Ties are broken by the smaller key, as in every index backend.
+    """
     out_k = np.full((len(queries), k), -1, np.int64)
     out_s = np.full((len(queries), k), -np.inf, np.float32)
     for i in range(len(queries)):
         row = cand[i][cand[i] >= 0]
         if len(row) == 0:
             continue
-        rk, rs = top_k(exact_scores(metric, queries[i : i + 1], vectors._vectors_for(row)), row, k)
-        out_k[i], out_s[i] = rk[0], rs[0]
+        scores = exact_scores(metric, queries[i : i + 1], vectors._vectors_for(row))[0]
+        order = np.lexsort((row, -scores))[:k]  # a few dozen candidates: a full sort is cheapest
+        out_k[i, : len(order)] = row[order]
+        out_s[i, : len(order)] = scores[order]
     return out_k, out_s
 
 
