@@ -42,7 +42,15 @@ from vectorstore.errors import (
     UnsupportedMetricError,
 )
 
-__all__ = ["FORMAT_VERSION", "MANIFEST_NAME", "BaseIndex", "IndexSpec", "VectorIndex", "read_manifest"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "BaseIndex",
+    "IndexSpec",
+    "VectorIndex",
+    "read_manifest",
+    "save_arrays",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +148,17 @@ def _crc32(path: Path) -> int:
         while n := fh.readinto(buf):
             crc = zlib.crc32(view[:n], crc)  # releases the GIL: index and cache can verify in parallel
     return crc
+
+
+def save_arrays(directory: Path, tag: str, arrays: Mapping[str, np.ndarray]) -> dict[str, Path]:
+    """Write each array as ``index-{tag}.{role}.npy`` (raw numpy, no pickle); returns role -> path."""
+    out: dict[str, Path] = {}
+    for role, array in arrays.items():
+        path = directory / f"index-{tag}.{role}.npy"
+        with open(path, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        out[role] = path
+    return out
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from indexers.base import BaseIndex
+from indexers.base import BaseIndex, save_arrays
 from indexers.scoring import exact_scores, normalize_rows, top_k
 from vectorstore.errors import InvalidInputError
 
@@ -183,12 +183,7 @@ class ExactIndex(BaseIndex):
         return best_k, best_s
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
-        kp, vp = directory / f"index-{tag}.keys.npy", directory / f"index-{tag}.vectors.npy"
-        with open(kp, "wb") as fh:
-            np.save(fh, self._table.keys, allow_pickle=False)
-        with open(vp, "wb") as fh:
-            np.save(fh, self._table.vectors, allow_pickle=False)
-        return {"keys": kp, "vectors": vp}
+        return save_arrays(directory, tag, {"keys": self._table.keys, "vectors": self._table.vectors})
 
     def _read_files(self, files: dict[str, Path]) -> None:
         keys = np.load(files["keys"], allow_pickle=False).astype(np.int64, copy=False)

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from indexers.base import BaseIndex
+from indexers.base import BaseIndex, save_arrays
 from indexers.exact import VectorTable
 from indexers.scoring import candidate_scores, exact_scores, normalize_rows, pad_results, top_k
 from vectorstore.errors import InvalidInputError
@@ -243,10 +243,7 @@ class FaissHNSWIndex(_FaissBase):
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         path = directory / f"index-{tag}.faiss"
         faiss.write_index(self._index, str(path))
-        labels = directory / f"index-{tag}.labels.npy"
-        with open(labels, "wb") as fh:
-            np.save(fh, self._labels, allow_pickle=False)
-        return {"index": path, "labels": labels}
+        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
 
     def _read_files(self, files: dict[str, Path]) -> None:
         index = faiss.read_index(str(files["index"]))
@@ -352,10 +349,15 @@ class FaissIVFIndex(_FaissBase):
         if self._index is None:
             return super()._search_exact_subset(q, k, allowed_keys)
         # Visiting every list with an ID selector scores exactly the allowed vectors (IVF-flat keeps them exact).
+        return self._search_selected(q, k, allowed_keys, self.options["nlist"])
+
+    def _search_selected(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray, nprobe: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         selector = faiss.IDSelectorBatch(allowed_keys)
         params = faiss.SearchParametersIVF()
         params.sel = selector
-        params.nprobe = self.options["nlist"]
+        params.nprobe = nprobe
         d, labels = self._index.search(self._prepare(q), min(k, len(allowed_keys)), params=params)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
@@ -383,22 +385,14 @@ class FaissIVFIndex(_FaissBase):
     ) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:
             return self._search_exact_subset(q, k, allowed_keys)
-        selector = faiss.IDSelectorBatch(allowed_keys)
-        params = faiss.SearchParametersIVF()
-        params.sel = selector
-        params.nprobe = self.options["nprobe"]
-        d, labels = self._index.search(self._prepare(q), min(k, len(allowed_keys)), params=params)
-        return self._sorted(labels, self._to_scores(d, labels), k)
+        return self._search_selected(q, k, allowed_keys, self.options["nprobe"])
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         if self._index is None:
             assert self._buffer is not None
-            kp, vp = directory / f"index-{tag}.keys.npy", directory / f"index-{tag}.vectors.npy"
-            with open(kp, "wb") as fh:
-                np.save(fh, self._buffer.keys, allow_pickle=False)
-            with open(vp, "wb") as fh:
-                np.save(fh, self._buffer.vectors, allow_pickle=False)
-            return {"buffer_keys": kp, "buffer_vectors": vp}
+            return save_arrays(
+                directory, tag, {"buffer_keys": self._buffer.keys, "buffer_vectors": self._buffer.vectors}
+            )
         path = directory / f"index-{tag}.faiss"
         faiss.write_index(self._index, str(path))
         return {"index": path}
@@ -547,12 +541,11 @@ class FaissIVFPQIndex(FaissIVFIndex):
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         files = super()._write_files(directory, tag)
         if self._exact is not None and "index" in files:
-            kp, vp = directory / f"index-{tag}.refine_keys.npy", directory / f"index-{tag}.refine_vectors.npy"
-            with open(kp, "wb") as fh:
-                np.save(fh, self._exact.keys, allow_pickle=False)
-            with open(vp, "wb") as fh:
-                np.save(fh, self._exact.vectors, allow_pickle=False)
-            files.update({"refine_keys": kp, "refine_vectors": vp})
+            files.update(
+                save_arrays(
+                    directory, tag, {"refine_keys": self._exact.keys, "refine_vectors": self._exact.vectors}
+                )
+            )
         return files
 
     def _read_files(self, files: dict[str, Path]) -> None:

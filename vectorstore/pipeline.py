@@ -54,7 +54,9 @@ def exact_over(
     return top_k(exact_scores(metric, queries, vectors._vectors_for(keys)), keys, k)
 
 
-def rescore(metric: str, vectors: ExactIndex, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def rescore(
+    metric: str, vectors: ExactIndex, queries: np.ndarray, cand: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores of each query's candidates from the float32 vectors; best ``k`` per query.
 
     Ties are broken by the smaller key, as in every index backend.

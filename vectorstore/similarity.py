@@ -214,28 +214,10 @@ def numpy_scores(metric: str | SimilarityFunction, queries: np.ndarray, vectors:
     Returns:
         ``float32[q, n]`` scores, higher is better.
     """
-    fn = SimilarityFunction.parse(metric)
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if q.ndim == 1:
-        q = q[None, :]
-    if x.ndim == 1:
-        x = x[None, :]
-    if q.shape[1] != x.shape[1]:
-        raise InvalidInputError(f"embedding dimensions differ: {q.shape[1]} and {x.shape[1]}")
-    if fn is SimilarityFunction.DOT_PRODUCT:
-        return q @ x.T
-    if fn is SimilarityFunction.COSINE:
-        qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return qn @ xn.T
-    if fn is SimilarityFunction.EUCLIDEAN:
-        # The expansion |q|² - 2q·x + |x|² loses precision for near neighbours; compute in float64.
-        q64, x64 = q.astype(np.float64), x.astype(np.float64)
-        sq = (q64 * q64).sum(1)[:, None] - 2.0 * (q64 @ x64.T) + (x64 * x64).sum(1)[None, :]
-        return (-np.sqrt(np.maximum(sq, 0.0))).astype(np.float32)
-    out = np.empty((q.shape[0], x.shape[0]), dtype=np.float32)
-    x64 = x.astype(np.float64)
-    for i in range(q.shape[0]):
-        out[i] = -np.abs(x64 - q[i].astype(np.float64)).sum(axis=1)
-    return out
+    from indexers.scoring import exact_scores
+
+    q = np.asarray(queries, dtype=np.float32)
+    x = np.asarray(vectors, dtype=np.float32)
+    if q.shape[-1] != x.shape[-1]:
+        raise InvalidInputError(f"embedding dimensions differ: {q.shape[-1]} and {x.shape[-1]}")
+    return exact_scores(SimilarityFunction.parse(metric).value, q, x)
