@@ -320,9 +320,14 @@ class FaissIVFIndex(_FaissBase):
             self._index.add_with_ids(prepared, keys)
             return
         assert self._buffer is not None
-        self._buffer.add(keys, prepared)
-        if len(self._buffer) >= self.train_size:
-            self._train(self._buffer.keys.copy(), self._buffer.vectors.copy())
+        if len(self._buffer) + len(keys) < self.train_size:
+            self._buffer.add(keys, prepared)
+            return
+        # Enough vectors: train on them and fill the lists directly, without copying the batch into the buffer.
+        if len(self._buffer):
+            keys = np.concatenate([self._buffer.keys, keys])
+            prepared = np.concatenate([self._buffer.vectors, prepared])
+        self._train(keys, prepared)
 
     def _remove(self, keys: np.ndarray) -> None:
         self._gpu = None
