@@ -110,6 +110,18 @@ class VectorTable:
     def get(self, keys: np.ndarray) -> np.ndarray:
         return self._vecs[self.rows(np.asarray(keys, dtype=np.int64))]
 
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``keys`` are stored (vectorised)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self._lookup is None:
+            order = np.argsort(self._keys[: self._n], kind="stable")
+            self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
+        sorted_keys = self._lookup[0]
+        if len(sorted_keys) == 0:
+            return np.zeros(len(keys), dtype=bool)
+        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        return np.asarray(sorted_keys[pos] == keys)
+
     def clear(self) -> None:
         self.__init__(self.dim)  # type: ignore[misc]
 
@@ -147,6 +159,10 @@ class ExactIndex(BaseIndex):
 
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
         return self._table.get(keys)
+
+    def contains_many(self, keys: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``keys`` are in the index."""
+        return self._table.contains(keys)
 
     def _use_torch(self) -> bool:
         if self.options["device"] == "cpu" or self.metric == "manhattan":

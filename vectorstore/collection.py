@@ -487,7 +487,7 @@ class Collection:
                 n_total = len(state.vectors)
                 if len(matching) <= max(pipeline.EXACT_FILTER_MAX, pipeline.EXACT_FILTER_FRACTION * n_total):
                     # a write that committed after catch_up may name keys not applied yet: skip them
-                    matching = np.array([x for x in matching.tolist() if x in state.vectors], dtype=np.int64)
+                    matching = matching[state.vectors.contains_many(matching)]
                     keys, scores = pipeline.exact_over(self.metric, state.vectors, queries, matching, k)
                 else:
                     cand = state.search(queries, fetch, matching)

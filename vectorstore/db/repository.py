@@ -12,6 +12,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Connection, Select, delete, func, insert, literal_column, select, update
 
 from vectorstore.db.schema import changes, collections, meta, metadata_kv, records
+from vectorstore.db.schema import vectors as vectors_table
 
 __all__ = ["Repository", "StoredRecord", "kv_rows"]
 
@@ -91,6 +92,11 @@ class Repository:
     @staticmethod
     def delete_collection(conn: Connection, collection_id: int) -> None:
         conn.execute(delete(metadata_kv).where(metadata_kv.c.collection_id == collection_id))
+        conn.execute(
+            delete(vectors_table).where(
+                vectors_table.c.key.in_(select(records.c.key).where(records.c.collection_id == collection_id))
+            )
+        )
         conn.execute(delete(records).where(records.c.collection_id == collection_id))
         conn.execute(delete(changes).where(changes.c.collection_id == collection_id))
         conn.execute(delete(collections).where(collections.c.id == collection_id))
@@ -143,6 +149,7 @@ class Repository:
         vectors: np.ndarray,
     ) -> None:
         rows = []
+        vec_rows = []
         kv: list[dict[str, Any]] = []
         for i, (key, rid) in enumerate(zip(keys.tolist(), ids)):
             md = metadatas[i] if metadatas is not None else None
@@ -153,11 +160,12 @@ class Repository:
                     "id": rid,
                     "document": documents[i] if documents is not None else None,
                     "metadata": json.dumps(md) if md is not None else None,
-                    "vector": vectors[i].tobytes(),
                 }
             )
+            vec_rows.append({"key": key, "vector": vectors[i].tobytes()})
             kv.extend(kv_rows(collection_id, key, md))
         conn.execute(insert(records), rows)
+        conn.execute(insert(vectors_table), vec_rows)
         if kv:
             conn.execute(insert(metadata_kv), kv)
         Repository._log(conn, collection_id, keys.tolist(), "u")
@@ -178,10 +186,14 @@ class Repository:
                 values["document"] = documents[i]
             if metadatas is not None:
                 values["metadata"] = json.dumps(metadatas[i]) if metadatas[i] is not None else None
-            if vectors is not None:
-                values["vector"] = vectors[i].tobytes()
             if values:
                 conn.execute(update(records).where(records.c.key == key).values(**values))
+            if vectors is not None:
+                conn.execute(
+                    update(vectors_table)
+                    .where(vectors_table.c.key == key)
+                    .values(vector=vectors[i].tobytes())
+                )
         if metadatas is not None:
             for part in _chunks(list(keys)):
                 conn.execute(delete(metadata_kv).where(metadata_kv.c.record_key.in_(part)))
@@ -195,6 +207,7 @@ class Repository:
     def delete_records(conn: Connection, collection_id: int, keys: Sequence[int]) -> None:
         for part in _chunks(list(keys)):
             conn.execute(delete(metadata_kv).where(metadata_kv.c.record_key.in_(part)))
+            conn.execute(delete(vectors_table).where(vectors_table.c.key.in_(part)))
             conn.execute(delete(records).where(records.c.key.in_(part)))
         Repository._log(conn, collection_id, list(keys), "d")
 
@@ -233,7 +246,9 @@ class Repository:
         got_keys: list[int] = []
         blobs: list[bytes] = []
         for part in _chunks(list(keys)):
-            for k, v in conn.execute(select(records.c.key, records.c.vector).where(records.c.key.in_(part))):
+            for k, v in conn.execute(
+                select(vectors_table.c.key, vectors_table.c.vector).where(vectors_table.c.key.in_(part))
+            ):
                 got_keys.append(int(k))
                 blobs.append(v)
         vecs = (
@@ -249,9 +264,10 @@ class Repository:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (keys, vectors) of a collection in batches, for rebuilding indexes."""
         result = conn.execution_options(stream_results=True).execute(
-            select(records.c.key, records.c.vector)
+            select(vectors_table.c.key, vectors_table.c.vector)
+            .join(records, records.c.key == vectors_table.c.key)
             .where(records.c.collection_id == collection_id)
-            .order_by(records.c.key)
+            .order_by(vectors_table.c.key)
         )
         while True:
             rows = result.fetchmany(batch)
@@ -319,8 +335,10 @@ class Repository:
     ) -> list[tuple[StoredRecord, bytes | None]]:
         cols = [records.c.key, records.c.id, records.c.document, records.c.metadata]
         if with_vectors:
-            cols.append(records.c.vector)
+            cols.append(vectors_table.c.vector)
         stmt = select(*cols).where(records.c.collection_id == collection_id)
+        if with_vectors:
+            stmt = stmt.join_from(records, vectors_table, vectors_table.c.key == records.c.key)
         if ids is not None:
             stmt = stmt.where(records.c.id.in_(list(ids)))
         if cond is not None:

@@ -3,8 +3,9 @@
 Tables:
     meta            key/value facts about the database (schema version).
     collections     one row per collection; ``config`` is the JSON collection config.
-    records         ids, documents, metadata JSON and the float32 vector of every record; ``key`` is the
-                    int64 key the vector indexes use.
+    records         ids, documents and metadata JSON of every record; ``key`` is the int64 key the
+                    vector indexes use.
+    vectors         the float32 vector of every record (raw little-endian bytes), by key.
     metadata_kv     one row per metadata value (one per element for lists), typed and indexed, so
                     filters are indexed lookups rather than a JSON scan of every row.
     changes         the change log: a monotonically increasing ``seq`` per write of a record, which
@@ -27,7 +28,16 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["SCHEMA_VERSION", "changes", "collections", "meta", "metadata", "metadata_kv", "records"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "changes",
+    "collections",
+    "meta",
+    "metadata",
+    "metadata_kv",
+    "records",
+    "vectors",
+]
 
 SCHEMA_VERSION = 1
 
@@ -58,8 +68,18 @@ records = Table(
     Column("id", String, nullable=False),
     Column("document", Text, nullable=True),
     Column("metadata", Text, nullable=True),
-    Column("vector", LargeBinary, nullable=False),
     UniqueConstraint("collection_id", "id", name="uq_records_collection_id"),
+)
+
+# Vectors live in their own table so that records rows stay small: filters and hydration touch
+# many records per page instead of one 1.5 KB row per page.
+vectors = Table(
+    "vectors",
+    metadata,
+    Column(
+        "key", Integer, ForeignKey("records.key", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    ),
+    Column("vector", LargeBinary, nullable=False),
 )
 
 metadata_kv = Table(
