@@ -50,7 +50,12 @@ def _open_probe(engine: Engine) -> sqlite3.Connection | None:
     database = engine.url.database
     if not database or database == ":memory:":
         return None
-    return sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+    from vectorstore.db.engine import CACHE_KIB
+
+    probe = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+    probe.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    probe.execute("PRAGMA case_sensitive_like=ON")
+    return probe
 
 
 logger = logging.getLogger(__name__)

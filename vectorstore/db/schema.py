@@ -92,8 +92,9 @@ metadata_kv = Table(
     Column("vtype", String(1), nullable=False),
     Column("str_value", Text, nullable=True),
     Column("num_value", Float, nullable=True),
-    Index("ix_kv_num", "collection_id", "key", "vtype", "num_value"),
-    Index("ix_kv_str", "collection_id", "key", "vtype", "str_value"),
+    # record_key last: the indexes cover filter lookups, which never touch the table itself
+    Index("ix_kv_num", "collection_id", "key", "vtype", "num_value", "record_key"),
+    Index("ix_kv_str", "collection_id", "key", "vtype", "str_value", "record_key"),
     Index("ix_kv_record", "record_key"),
 )
 
