@@ -1,6 +1,6 @@
 """Chroma side of benchmarks/store.py, run in an interpreter where chromadb is installed.
 
-    python _chroma_peer.py DATA_DIR WORK_DIR  -> prints one JSON line of measurements
+python _chroma_peer.py DATA_DIR WORK_DIR  -> prints one JSON line of measurements
 """
 
 from __future__ import annotations
@@ -46,7 +46,12 @@ def main() -> None:
     flat = []
     for q in queries[:200]:
         t = time.perf_counter()
-        col.query(query_embeddings=[q], n_results=10, where={"bucket": 7}, include=["documents", "metadatas", "distances"])
+        col.query(
+            query_embeddings=[q],
+            n_results=10,
+            where={"bucket": 7},
+            include=["documents", "metadatas", "distances"],
+        )
         flat.append((time.perf_counter() - t) * 1000)
     del col, client
     t = time.perf_counter()

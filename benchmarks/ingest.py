@@ -20,7 +20,9 @@ sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resol
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--index", default="faiss-hnsw")
     parser.add_argument("--rounds", type=int, default=2)
@@ -46,14 +48,20 @@ def main() -> None:
                 store._models["all-MiniLM-L6-v2"] = model  # same weights object, no second load
                 col = store.create_collection("sts", index=args.index)
                 t = time.perf_counter()
-                col.add(ids=[str(i) for i in range(len(sentences))], documents=sentences, metadatas=[{"i": i} for i in range(len(sentences))])
+                col.add(
+                    ids=[str(i) for i in range(len(sentences))],
+                    documents=sentences,
+                    metadatas=[{"i": i} for i in range(len(sentences))],
+                )
                 ing.append(len(sentences) / (time.perf_counter() - t))
                 assert col.count() == len(sentences)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(f"round {r + 1}: encode-only {enc[-1]:.0f} docs/s   add(documents=...) {ing[-1]:.0f} docs/s")
     e, i = statistics.median(enc), statistics.median(ing)
-    print(f"{len(sentences)} documents, index {args.index}: encode-only {e:.0f}/s, ingest {i:.0f}/s, ratio {i / e:.3f} (goal >= 0.9)")
+    print(
+        f"{len(sentences)} documents, index {args.index}: encode-only {e:.0f}/s, ingest {i:.0f}/s, ratio {i / e:.3f} (goal >= 0.9)"
+    )
 
 
 if __name__ == "__main__":

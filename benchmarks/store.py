@@ -61,7 +61,15 @@ def pct(values: list[float], q: float) -> float:
     return values[int(q * (len(values) - 1))]
 
 
-def bench_ours(vectors: np.ndarray, docs: list[str], buckets: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path, kind: str) -> dict[str, float]:
+def bench_ours(
+    vectors: np.ndarray,
+    docs: list[str],
+    buckets: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    work: Path,
+    kind: str,
+) -> dict[str, float]:
     import vectorstore as vs
 
     n = len(vectors)
@@ -72,7 +80,12 @@ def bench_ours(vectors: np.ndarray, docs: list[str], buckets: np.ndarray, querie
     t = time.perf_counter()
     step = 10_000
     for s in range(0, n, step):
-        col.add(ids=ids[s : s + step], embeddings=vectors[s : s + step], documents=docs[s : s + step], metadatas=metas[s : s + step])
+        col.add(
+            ids=ids[s : s + step],
+            embeddings=vectors[s : s + step],
+            documents=docs[s : s + step],
+            metadatas=metas[s : s + step],
+        )
     ingest_s = time.perf_counter() - t
     col._state.drain()  # wait for the background indexer: latency is measured on a complete index
     indexed_s = time.perf_counter() - t
@@ -129,10 +142,25 @@ def bench_raw_faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray)
         index2.search(queries[:1], 10)
         reopen = time.perf_counter() - t
         size = dir_mb(Path(d))
-    return {"ingest_vps": build, "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 0.99), "recall": recall, "reopen_s": reopen, "disk_mb": size}
+    return {
+        "ingest_vps": build,
+        "p50_ms": statistics.median(lat),
+        "p99_ms": pct(lat, 0.99),
+        "recall": recall,
+        "reopen_s": reopen,
+        "disk_mb": size,
+    }
 
 
-def bench_chroma(python: str, vectors: np.ndarray, docs: list[str], buckets: np.ndarray, queries: np.ndarray, truth: np.ndarray, work: Path) -> dict[str, float] | None:
+def bench_chroma(
+    python: str,
+    vectors: np.ndarray,
+    docs: list[str],
+    buckets: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    work: Path,
+) -> dict[str, float] | None:
     data = work / "data"
     data.mkdir()
     np.save(data / "vectors.npy", vectors)
@@ -149,7 +177,9 @@ def bench_chroma(python: str, vectors: np.ndarray, docs: list[str], buckets: np.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--index", default="faiss-hnsw")
@@ -163,16 +193,31 @@ def main() -> None:
     exact.add(np.arange(len(vectors)), vectors)
     truth, _ = exact.search(queries, 10)
     del exact
-    print(f"{len(vectors)} x {vectors.shape[1]} vectors, {len(queries)} single queries, k=10, index {args.index}\n")
+    print(
+        f"{len(vectors)} x {vectors.shape[1]} vectors, {len(queries)} single queries, k=10, index {args.index}\n"
+    )
     work = Path(tempfile.mkdtemp(prefix="vs-bench-"))
     try:
         results: dict[str, dict[str, Any] | None] = {}
         results["vectorstore"] = bench_ours(vectors, docs, buckets, queries, truth, work, args.index)
         results["raw faiss hnsw"] = bench_raw_faiss(vectors, queries, truth)
-        results["chroma"] = bench_chroma(args.chroma_python, vectors, docs, buckets, queries, truth, work) if args.chroma_python else None
+        results["chroma"] = (
+            bench_chroma(args.chroma_python, vectors, docs, buckets, queries, truth, work)
+            if args.chroma_python
+            else None
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    cols = ["ingest_vps", "indexed_vps", "p50_ms", "p99_ms", "recall", "filtered_p50_ms", "reopen_s", "disk_mb"]
+    cols = [
+        "ingest_vps",
+        "indexed_vps",
+        "p50_ms",
+        "p99_ms",
+        "recall",
+        "filtered_p50_ms",
+        "reopen_s",
+        "disk_mb",
+    ]
     print(f"{'system':<16}" + "".join(f"{c:>16}" for c in cols))
     for name, row in results.items():
         if row is None:
@@ -183,8 +228,12 @@ def main() -> None:
     assert ours is not None and raw is not None
     print(f"\nquery p50 - raw index p50: {ours['p50_ms'] - raw['p50_ms']:+.3f} ms (goal <= +0.3 ms)")
     if chroma:
-        print(f"query p50 / chroma:           {ours['p50_ms'] / chroma['p50_ms']:.3f} (goal <= 0.5, recall {ours['recall']:.3f} vs {chroma['recall']:.3f})")
-        print(f"filtered p50 / chroma:        {ours['filtered_p50_ms'] / chroma['filtered_p50_ms']:.3f} (goal <= 0.1)")
+        print(
+            f"query p50 / chroma:           {ours['p50_ms'] / chroma['p50_ms']:.3f} (goal <= 0.5, recall {ours['recall']:.3f} vs {chroma['recall']:.3f})"
+        )
+        print(
+            f"filtered p50 / chroma:        {ours['filtered_p50_ms'] / chroma['filtered_p50_ms']:.3f} (goal <= 0.1)"
+        )
         print(f"ingest / chroma:              {ours['ingest_vps'] / chroma['ingest_vps']:.2f}x (goal >= 3x)")
         print(f"reopen+first query / chroma:  {ours['reopen_s'] / chroma['reopen_s']:.3f} (goal <= 1)")
 

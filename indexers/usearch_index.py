@@ -22,6 +22,7 @@ __all__ = ["USearchIndex"]
 
 _METRICS = {"cosine": "cos", "dot": "ip", "euclidean": "l2sq"}
 _DTYPES = ("f32", "f16", "i8", "b1")
+_PARALLEL_ADD_MIN = 10_000
 
 
 class USearchIndex(BaseIndex):
@@ -76,7 +77,10 @@ class USearchIndex(BaseIndex):
         return normalize_rows(vectors) if self.metric == "cosine" else vectors
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        self._index.add(keys.astype(np.uint64), self._prepare(vectors), threads=0)
+        # Parallel insertion makes the graph depend on thread timing; small batches are built on one
+        # thread so that results are reproducible, large ones use every core.
+        threads = 1 if len(keys) < _PARALLEL_ADD_MIN else 0
+        self._index.add(keys.astype(np.uint64), self._prepare(vectors), threads=threads)
 
     def _remove(self, keys: np.ndarray) -> None:
         self._index.remove(keys.astype(np.uint64))

@@ -146,6 +146,9 @@ def test_where_document(filled):
     assert col.get(where_document={"$contains": "Doc 12 "}).ids == ["id12"]
     assert len(col.get(where_document={"$contains": "about art"}).ids) == 75
     assert len(col.get(where_document={"$contains": "ABOUT ART"}).ids) == 0  # case-sensitive
+    q = np.ones(8, dtype=np.float32)
+    assert col.query(query_embeddings=q, where_document={"$contains": "ABOUT ART"}) == []  # query path too
+    assert len(col.query(query_embeddings=q, k=100, where_document={"$contains": "about art"})) == 75
     both = col.get(where={"i": {"$lt": 20}}, where_document={"$not_contains": "art"}).ids
     assert both == [f"id{i}" for i in range(20) if i % 4 != 0]
     assert col.get(where_document={"$contains": "50%_"}).ids == []  # LIKE wildcards are escaped
