@@ -107,4 +107,12 @@ def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.
     order = np.lexsort((part_keys, -part_scores), axis=1)
     out_keys = np.take_along_axis(part_keys, order, axis=1).astype(np.int64, copy=False)
     out_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32, copy=False)
+    if kk < n:
+        # argpartition picks arbitrarily among scores tied with the k-th: redo those rows in full
+        kth = out_scores[:, -1]
+        tied = np.nonzero((scores >= kth[:, None]).sum(axis=1) > kk)[0]
+        for r in tied.tolist():
+            cand = np.nonzero(scores[r] >= kth[r])[0]
+            best = cand[np.lexsort((keys[cand], -scores[r, cand]))[:kk]]
+            out_keys[r], out_scores[r] = keys[best], scores[r, best]
     return pad_results(out_keys, out_scores, k)

@@ -65,9 +65,18 @@ def make_machine(kind: str, options: dict) -> type[RuleBasedStateMachine]:
                 assert set(valid) <= set(pool)
                 # scores are exact for the returned keys
                 np.testing.assert_allclose(row_s[: len(valid)], [dists[v] for v in valid], atol=1e-4)
-                # graph backends may swap near-ties; the k-th best score must still match
-                recall = len(set(valid) & set(want)) / len(want)
-                assert recall >= (1.0 if kind in ("exact", "faiss-flat", "faiss-ivf") else 0.8)
+                if kind == "exact":
+                    assert valid == want  # the oracle backend breaks ties by the smaller key
+                # equal up to ties: any key scoring like the k-th best may stand in for another
+                kth = dists[want[-1]]
+                must = {key for key in want if dists[key] > kth + 1e-5}
+                within = [
+                    v for v in valid if dists[v] >= kth - 1e-5
+                ]  # returned keys as good as the k-th best
+                if kind in ("exact", "faiss-flat", "faiss-ivf"):
+                    assert must <= set(valid) and len(within) == len(want)
+                else:
+                    assert len(within) / len(want) >= 0.8  # tie-aware recall of the graph backends
 
         @invariant()
         def sizes_agree(self):
