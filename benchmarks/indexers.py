@@ -80,8 +80,8 @@ class Raw:
             if self.kind == "faiss-ivf":
                 ivf = faiss.IndexIVFFlat(q, self.dim, 256, faiss.METRIC_INNER_PRODUCT)
             else:
-                ivf = faiss.IndexIVFPQ(q, self.dim, 256, self.dim // 8, 8, faiss.METRIC_INNER_PRODUCT)
-            ivf.nprobe = 32
+                ivf = faiss.IndexIVFPQ(q, self.dim, 256, self.dim // 4, 8, faiss.METRIC_INNER_PRODUCT)
+            ivf.nprobe = 64 if self.kind == "faiss-ivfpq" else 32
             if self.kind == "faiss-ivfpq":
                 # PQ candidates re-ranked on a flat float copy, as our refine_factor=10 does
                 self.index = faiss.IndexRefineFlat(ivf)

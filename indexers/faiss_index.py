@@ -442,7 +442,7 @@ class FaissIVFPQIndex(FaissIVFIndex):
     returns raw PQ scores — the store rescores from SQLite anyway, with its own over-fetch).
 
     Options:
-        nlist (256), nprobe (32), m: sub-quantizers (``dim // 8`` when it divides), nbits (8),
+        nlist (256), nprobe (64), m: sub-quantizers (``dim // 4`` when it divides), nbits (8),
         refine_factor (10), train_size (``max(39 * nlist, 1000)``), device.
     """
 
@@ -450,7 +450,7 @@ class FaissIVFPQIndex(FaissIVFIndex):
     metrics = ("cosine", "dot", "euclidean")
     defaults: ClassVar[dict[str, Any]] = {
         "nlist": 256,
-        "nprobe": 32,
+        "nprobe": 64,
         "m": None,
         "nbits": 8,
         "refine_factor": 10,
@@ -465,8 +465,9 @@ class FaissIVFPQIndex(FaissIVFIndex):
     def _validate_options(self) -> None:
         super()._validate_options()
         if self.options["m"] is None:
+            # 4 dimensions per sub-quantizer: at 200k real-derived vectors dim/8 reached recall 0.88-0.94
             self.options["m"] = next(
-                m for m in (self.dim // 8, self.dim // 4, self.dim // 2, 1) if m and self.dim % m == 0
+                m for m in (self.dim // 4, self.dim // 8, self.dim // 2, 1) if m and self.dim % m == 0
             )
         _check_positive(self.options, "m", "nbits")
         if self.dim % self.options["m"]:
