@@ -151,7 +151,7 @@ def _crc32(path: Path) -> int:
 
 
 def save_arrays(directory: Path, tag: str, arrays: Mapping[str, np.ndarray]) -> dict[str, Path]:
-    """Write each array as ``index-{tag}.{role}.npy`` (raw numpy, no pickle); returns role -> path."""
+    """Write each array as ``index-{tag}.{role}.npy`` (plain .npy arrays, object arrays refused); returns role -> path."""
     out: dict[str, Path] = {}
     for role, array in arrays.items():
         path = directory / f"index-{tag}.{role}.npy"

@@ -49,7 +49,7 @@ def load_hf_model(
     trust_remote_code: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> Any:
-    """Load the weights in ``folder`` as a base encoder or a sequence classifier, in eval mode."""
+    """Load the weights in ``folder`` as a base encoder or a sequence classifier, in inference mode."""
     from transformers import AutoModel, AutoModelForSequenceClassification
 
     config = load_hf_config(folder, trust_remote_code=trust_remote_code)
@@ -69,7 +69,7 @@ def load_hf_model(
         if bar_was_on:
             hf_logging.enable_progress_bar()
     model = model.to(dtype)
-    model.eval()
+    model.train(False)  # inference mode: dropout off
     return model
 
 

@@ -121,7 +121,7 @@ class SentenceTransformer(nn.Module):
             raise InvalidInputError(f"truncate_dim must be positive, got {truncate_dim}")
         self.truncate_dim = truncate_dim
         self.to(target)
-        self.eval()
+        self.train(False)  # inference mode: dropout off
 
     # ------------------------------------------------------------------ loading
     def _load_modules(self, folder: Path, dtype: torch.dtype) -> None:
