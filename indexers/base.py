@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from indexers.scoring import check_metric, exact_scores, pad_results, top_k
+from indexers.scoring import check_metric, empty_results, exact_scores, top_k
 from vectorstore.errors import (
     DimensionMismatchError,
     DuplicateIDError,
@@ -322,22 +322,27 @@ class BaseIndex(abc.ABC):
         k = int(k)
         q = self._check_vectors(queries, "queries")
         if len(q) == 0:
-            return np.empty((0, k), np.int64), np.empty((0, k), np.float32)
+            return empty_results(0, k)
         if allowed is None:
             if not self._keys:
-                return pad_results(np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32), k)
+                return empty_results(len(q), k)
             return self._search(q, k)
+        # Unknown keys in ``allowed`` are harmless to the backends' filtered searches, so a broad
+        # set is passed on as given; only the exact paths need the stored subset.
         allowed_keys = self._allowed_array(allowed)
-        if len(allowed_keys) == 0:
-            return pad_results(np.empty((len(q), 0), np.int64), np.empty((len(q), 0), np.float32), k)
         if len(allowed_keys) <= max(_EXACT_FILTER_MAX, _EXACT_FILTER_FRACTION * len(self)):
-            return self._search_exact_subset(q, k, allowed_keys)
+            present = self._present(allowed_keys)
+            if len(present) == 0:
+                return empty_results(len(q), k)
+            return self._search_exact_subset(q, k, present)
         keys, scores = self._search_filtered(q, k, allowed_keys)
-        want = min(k, len(allowed_keys))
-        short = np.nonzero((keys >= 0).sum(axis=1) < want)[0]
+        short = np.nonzero((keys >= 0).sum(axis=1) < k)[0]
         if len(short):
-            sk, ss = self._search_exact_subset(q[short], k, allowed_keys)
-            keys[short], scores[short] = sk, ss
+            present = self._present(allowed_keys)
+            still_short = short[(keys[short] >= 0).sum(axis=1) < min(k, len(present))]
+            if len(still_short):
+                sk, ss = self._search_exact_subset(q[still_short], k, present)
+                keys[still_short], scores[still_short] = sk, ss
         return keys, scores
 
     def _allowed_array(self, allowed: Any) -> np.ndarray:
@@ -345,12 +350,16 @@ class BaseIndex(abc.ABC):
             cand = np.fromiter((int(x) for x in allowed), dtype=np.int64, count=len(allowed))
         else:
             cand = self._check_keys(np.asarray(list(allowed) if isinstance(allowed, Iterable) else allowed))
-        cand = np.unique(cand)
-        return np.array([x for x in cand.tolist() if x in self._keys], dtype=np.int64)
+        return np.unique(cand)
+
+    def _present(self, keys: np.ndarray) -> np.ndarray:
+        """The stored ones among ``keys``. A Python pass over the keys: only small or rare paths call it."""
+        return np.array([x for x in keys.tolist() if x in self._keys], dtype=np.int64)
 
     def _search_exact_subset(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k over ``allowed_keys``: non-empty, and all of them stored."""
         vectors = self._vectors_for(allowed_keys)
         return top_k(exact_scores(self._metric, q, vectors), allowed_keys, k)
 

@@ -89,41 +89,32 @@ class VectorTable:
             self._n = last
         self._lookup = None
 
-    def rows(self, keys: np.ndarray) -> np.ndarray:
-        """Row numbers of present keys (vectorised: binary search in a cached sorted copy)."""
-        if len(keys) < 64 and self._row_map is not None:
-            return np.fromiter((self._row_map[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+    def _locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, rows) of ``keys`` by binary search in a sorted copy cached until the next write."""
         if self._lookup is None:
             order = np.argsort(self._keys[: self._n], kind="stable")
             self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
         sorted_keys, sorted_rows = self._lookup
         if len(sorted_keys) == 0:
-            if len(keys):
-                raise KeyError(f"keys not stored: {keys[:5].tolist()}")
-            return np.empty(0, np.int64)
+            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
         pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-        if not np.array_equal(sorted_keys[pos], keys):
-            missing = keys[sorted_keys[pos] != keys][:5].tolist()
-            raise KeyError(f"keys not stored: {missing}")
-        return sorted_rows[pos]
+        return sorted_keys[pos] == keys, sorted_rows[pos]
+
+    def rows(self, keys: np.ndarray) -> np.ndarray:
+        """Row numbers of present keys (KeyError naming some that are not stored)."""
+        if len(keys) < 64 and self._row_map is not None:
+            return np.fromiter((self._row_map[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        found, rows = self._locate(keys)
+        if not found.all():
+            raise KeyError(f"keys not stored: {keys[~found][:5].tolist()}")
+        return rows
 
     def get(self, keys: np.ndarray) -> np.ndarray:
         return self._vecs[self.rows(np.asarray(keys, dtype=np.int64))]
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``keys`` are stored (vectorised)."""
-        keys = np.asarray(keys, dtype=np.int64)
-        if self._lookup is None:
-            order = np.argsort(self._keys[: self._n], kind="stable")
-            self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
-        sorted_keys = self._lookup[0]
-        if len(sorted_keys) == 0:
-            return np.zeros(len(keys), dtype=bool)
-        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-        return np.asarray(sorted_keys[pos] == keys)
-
-    def clear(self) -> None:
-        self.__init__(self.dim)  # type: ignore[misc]
+        return self._locate(np.asarray(keys, dtype=np.int64))[0]
 
 
 class ExactIndex(BaseIndex):

@@ -19,7 +19,7 @@ import numpy as np
 
 from indexers.base import BaseIndex, save_arrays
 from indexers.exact import VectorTable
-from indexers.scoring import candidate_scores, exact_scores, normalize_rows, pad_results, top_k
+from indexers.scoring import candidate_scores, empty_results, exact_scores, normalize_rows, pad_results, top_k
 from vectorstore.errors import InvalidInputError
 
 __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "faiss_gpu_count"]
@@ -234,9 +234,10 @@ class FaissHNSWIndex(_FaissBase):
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.fromiter(
-            (self._internal[x] for x in allowed_keys.tolist()), dtype=np.int64, count=len(allowed_keys)
-        )
+        internal = self._internal
+        ids = np.fromiter((internal[x] for x in allowed_keys.tolist() if x in internal), dtype=np.int64)
+        if len(ids) == 0:
+            return empty_results(len(q), k)
         keys, scores = self._run(q, min(k, len(ids)), faiss.IDSelectorBatch(ids))
         return pad_results(keys, scores, k)
 
@@ -389,7 +390,10 @@ class FaissIVFIndex(_FaissBase):
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:
-            return self._search_exact_subset(q, k, allowed_keys)
+            present = self._present(allowed_keys)
+            if len(present) == 0:
+                return empty_results(len(q), k)
+            return self._search_exact_subset(q, k, present)
         return self._search_selected(q, k, allowed_keys, self.options["nprobe"])
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:

@@ -80,6 +80,11 @@ def candidate_scores(metric: str, queries: np.ndarray, candidates: np.ndarray) -
     raise UnsupportedMetricError(f"unknown metric {metric!r}")
 
 
+def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_queries`` rows of padding: ``-1`` keys, ``-inf`` scores."""
+    return np.full((n_queries, k), -1, dtype=np.int64), np.full((n_queries, k), -np.inf, dtype=np.float32)
+
+
 def pad_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Widen ``[q, m]`` results to ``[q, k]`` with ``-1`` keys and ``-inf`` scores."""
     q, m = keys.shape
@@ -99,7 +104,7 @@ def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.
     """
     q, n = scores.shape
     if n == 0:
-        return pad_results(np.empty((q, 0), np.int64), np.empty((q, 0), np.float32), k)
+        return empty_results(q, k)
     kk = min(k, n)
     part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < n else np.tile(np.arange(n), (q, 1))
     part_scores = np.take_along_axis(scores, part, axis=1)

@@ -15,7 +15,7 @@ import numpy as np
 from usearch.index import Index
 
 from indexers.base import BaseIndex
-from indexers.scoring import exact_scores, normalize_rows, pad_results, top_k
+from indexers.scoring import normalize_rows, pad_results, top_k
 from vectorstore.errors import InvalidInputError, UnsupportedMetricError
 
 __all__ = ["USearchIndex"]
@@ -126,10 +126,6 @@ class USearchIndex(BaseIndex):
         return pad_results(
             np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k
         )
-
-    def exact_rescore(self, queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        """Scores of ``keys`` recomputed from the stored (possibly quantized) vectors."""
-        return exact_scores(self.metric, queries, self._vectors_for(keys))
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         path = directory / f"index-{tag}.usearch"

@@ -126,18 +126,6 @@ class Collection:
                 bar.update(len(idx))
                 yield idx, vecs
 
-    def _vectors(self, documents: list[str | None] | None, embeddings: Any, n: int) -> np.ndarray | None:
-        if embeddings is not None:
-            return check_embeddings(embeddings, n, self.dim)
-        if documents is None:
-            return None
-        missing = [i for i, d in enumerate(documents) if d is None]
-        if missing:
-            raise InvalidInputError(
-                f"documents {missing[:5]} are None and no embeddings were given to embed them by"
-            )
-        return None  # embedded on the fly while writing
-
     def _check_dim(self, vectors: np.ndarray) -> np.ndarray:
         return check_embeddings(vectors, len(vectors), self.dim)
 
@@ -187,16 +175,25 @@ class Collection:
         n = len(id_list)
         docs = check_documents(documents, n)
         metas = check_metadatas(metadatas, n)
-        vectors = self._vectors(docs, embeddings, n)
-        if vectors is None and docs is None:
+        if embeddings is not None:
+            vectors: np.ndarray | None = check_embeddings(embeddings, n, self.dim)
+        elif docs is None:
             raise InvalidInputError("add/upsert needs documents or embeddings")
+        else:
+            missing = [i for i, d in enumerate(docs) if d is None]
+            if missing:
+                raise InvalidInputError(
+                    f"documents {missing[:5]} are None and no embeddings were given to embed them by"
+                )
+            vectors = None  # embedded while writing
         if n == 0:
             return
         if vectors is None:
             self.model  # fail before any work if the collection cannot embed  # noqa: B018
-        if mode == "add":
-            with read_tx(self._store.engine) as conn:
-                self._reject_existing(Repository.keys_for_ids(conn, self.id, id_list))
+            if mode == "add":
+                # reject known ids before spending minutes encoding; the transaction checks again
+                with read_tx(self._store.engine) as conn:
+                    self._reject_existing(Repository.keys_for_ids(conn, self.id, id_list))
         if vectors is not None:
             keys, all_vecs, our_seq = self._commit(
                 id_list, docs, metas, iter([(np.arange(n), vectors)]), mode

@@ -9,9 +9,7 @@ SQLite when missing, stale beyond the log, corrupt or incompatible — with a lo
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import shutil
 import sqlite3
 import threading
 import time
@@ -24,8 +22,9 @@ from sqlalchemy import Engine
 import indexers
 from indexers import BaseIndex, IndexSpec
 from indexers.exact import ExactIndex
+from indexers.scoring import exact_scores, top_k
 from vectorstore.db.engine import read_tx
-from vectorstore.db.repository import Repository, StoredRecord
+from vectorstore.db.repository import Repository, StoredRecord, hydrate_sql
 from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
 
 __all__ = ["IndexState"]
@@ -244,8 +243,6 @@ class IndexState:
                 pend = pend[np.isin(pend, allowed)]
             if len(pend) == 0:
                 return keys
-            from indexers.scoring import exact_scores, top_k
-
             extra, _ = top_k(
                 exact_scores(self.spec.metric, queries, self.vectors._vectors_for(pend)), pend, n
             )
@@ -294,13 +291,11 @@ class IndexState:
         Queries read through here: it skips the pool and transaction bookkeeping, which otherwise
         costs more than the lookups themselves. Each statement is its own consistent snapshot.
         """
-        if self._probe is None:
+        compiled = self.compile_select(stmt)
+        if compiled is None:
             with read_tx(self.engine) as conn:
                 return [tuple(r) for r in conn.execute(stmt)]
-        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
-        params = [compiled.params[name] for name in (compiled.positiontup or [])]
-        with self.lock:
-            return self._probe.execute(str(compiled), params).fetchall()
+        return self.read_compiled(*compiled)
 
     def hydrate(self, keys: list[int]) -> dict[int, StoredRecord]:
         """Ids, documents and metadata of ``keys``."""
@@ -310,13 +305,9 @@ class IndexState:
         out: dict[int, StoredRecord] = {}
         for start in range(0, len(keys), 5000):
             part = keys[start : start + 5000]
-            sql = (
-                f"SELECT key, id, document, metadata FROM records WHERE key IN ({','.join('?' * len(part))})"
-            )
             with self.lock:
-                rows = self._probe.execute(sql, part).fetchall()
-            for k, rid, doc, md in rows:
-                out[int(k)] = StoredRecord(int(k), rid, doc, json.loads(md) if md is not None else None)
+                rows = self._probe.execute(hydrate_sql(len(part)), part).fetchall()
+            out.update((int(row[0]), StoredRecord.from_row(row)) for row in rows)
         return out
 
     def close(self) -> None:
@@ -326,7 +317,11 @@ class IndexState:
             self._probe.close()
             self._probe = None
 
-    def drop_files(self) -> None:
-        """Remove the saved caches (the collection is being deleted)."""
-        if self.directory is not None and self.directory.exists():
-            shutil.rmtree(self.directory, ignore_errors=True)
+    def discard(self) -> None:
+        """The collection was deleted: stop indexing, never save again, release the probe."""
+        with self.lock:
+            self.pending.clear()  # the background indexer finds nothing more to do
+            self.directory = None
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None

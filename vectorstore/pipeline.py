@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from indexers.exact import ExactIndex
-from indexers.scoring import exact_scores, top_k
+from indexers.scoring import empty_results, exact_scores, top_k
 from vectorstore.db.repository import StoredRecord
 
 __all__ = ["Hit", "exact_over", "rescore", "to_hits"]
@@ -50,7 +50,7 @@ def exact_over(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k over just ``keys`` (the selective-filter path)."""
     if len(keys) == 0:
-        return np.full((len(queries), k), -1, np.int64), np.full((len(queries), k), -np.inf, np.float32)
+        return empty_results(len(queries), k)
     return top_k(exact_scores(metric, queries, vectors._vectors_for(keys)), keys, k)
 
 
@@ -61,8 +61,7 @@ def rescore(
 
     Ties are broken by the smaller key, as in every index backend.
     """
-    out_k = np.full((len(queries), k), -1, np.int64)
-    out_s = np.full((len(queries), k), -np.inf, np.float32)
+    out_k, out_s = empty_results(len(queries), k)
     for i in range(len(queries)):
         row = cand[i][cand[i] >= 0]
         if len(row) == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -307,10 +308,7 @@ class Store:
                 Repository.delete_collection(conn, found[0])
             col = self._collections.pop(name, None)
             if col is not None:
-                col._state.drop_files()
-            else:
-                d = self._index_dir(found[0], name)
-                if d is not None and d.exists():
-                    import shutil
-
-                    shutil.rmtree(d, ignore_errors=True)
+                col._state.discard()
+            d = self._index_dir(found[0], name)
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)

@@ -20,6 +20,7 @@ from vectorstore.quantization import quantize_embeddings
 from vectorstore.similarity import (
     ArrayLike,
     SimilarityFunction,
+    _to_float_tensor,
     cos_sim,
     dot_score,
     euclidean_sim,
@@ -56,17 +57,9 @@ ScoreFn = Callable[[ArrayLike, ArrayLike], Tensor]
 _A = TypeVar("_A", np.ndarray, Tensor)
 
 
-def _as_tensor(x: ArrayLike) -> Tensor:
-    if isinstance(x, Tensor):
-        return x
-    if isinstance(x, list) and x and isinstance(x[0], Tensor):
-        return torch.stack(x)
-    return torch.as_tensor(np.asarray(x))
-
-
 def normalize_embeddings(embeddings: Tensor) -> Tensor:
     """Scale each row to unit L2 norm (zero rows stay zero)."""
-    return torch.nn.functional.normalize(_as_tensor(embeddings), p=2, dim=-1)
+    return torch.nn.functional.normalize(_to_float_tensor(embeddings), p=2, dim=-1)
 
 
 def truncate_embeddings(embeddings: _A, truncate_dim: int | None) -> _A:
@@ -101,8 +94,8 @@ def semantic_search(
         raise InvalidInputError(f"top_k must be positive, got {top_k}")
     if query_chunk_size <= 0 or corpus_chunk_size <= 0:
         raise InvalidInputError("chunk sizes must be positive")
-    queries = _as_tensor(query_embeddings)
-    corpus = _as_tensor(corpus_embeddings)
+    queries = _to_float_tensor(query_embeddings)
+    corpus = _to_float_tensor(corpus_embeddings)
     if queries.dim() == 1:
         queries = queries.unsqueeze(0)
     if corpus.device != queries.device:
@@ -190,7 +183,7 @@ def paraphrase_mining_embeddings(
     Returns:
         ``[score, i, j]`` triples with ``i < j``, sorted by score descending.
     """
-    emb = _as_tensor(embeddings)
+    emb = _to_float_tensor(embeddings)
     n = len(emb)
     if n < 2:
         return []
@@ -240,7 +233,7 @@ def community_detection(
     Returns:
         Communities, largest first; each lists its centre first, then members by descending similarity.
     """
-    emb = _as_tensor(embeddings)
+    emb = _to_float_tensor(embeddings)
     if len(emb) == 0:
         return []
     if emb.dim() == 1:

@@ -59,6 +59,16 @@ class StoredRecord:
     document: str | None
     metadata: dict[str, Any] | None
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> StoredRecord:
+        """From ``(key, id, document, metadata JSON, ...)``."""
+        return cls(int(row[0]), row[1], row[2], json.loads(row[3]) if row[3] is not None else None)
+
+
+def hydrate_sql(n: int) -> str:
+    """The hydration SELECT for ``n`` keys, qmark parameters (SQLite's driver, used on the query path)."""
+    return f"SELECT key, id, document, metadata FROM records WHERE key IN ({','.join('?' * n)})"
+
 
 class Repository:
     """SQL for one database; every method takes the connection of the caller's transaction."""
@@ -318,8 +328,8 @@ class Repository:
             stmt = select(records.c.key, records.c.id, records.c.document, records.c.metadata).where(
                 records.c.key.in_(part)
             )
-            for k, rid, doc, md in conn.execute(stmt):
-                out[int(k)] = StoredRecord(int(k), rid, doc, json.loads(md) if md is not None else None)
+            for row in conn.execute(stmt):
+                out[int(row[0])] = StoredRecord.from_row(row)
         return out
 
     @staticmethod
@@ -350,8 +360,5 @@ class Repository:
             stmt = stmt.offset(offset)
         out = []
         for row in conn.execute(stmt):
-            rec = StoredRecord(
-                int(row[0]), row[1], row[2], json.loads(row[3]) if row[3] is not None else None
-            )
-            out.append((rec, row[4] if with_vectors else None))
+            out.append((StoredRecord.from_row(row), row[4] if with_vectors else None))
         return out

@@ -40,9 +40,7 @@ def _check_texts(sentences: object) -> tuple[list[str], bool]:
     """Validate the input once, at the boundary; returns (texts, was_single_string)."""
     if isinstance(sentences, str):
         return [sentences], True
-    if isinstance(sentences, (list, tuple)) or (
-        isinstance(sentences, Sequence) and not isinstance(sentences, (bytes, bytearray))
-    ):
+    if isinstance(sentences, Sequence) and not isinstance(sentences, (bytes, bytearray)):
         texts = list(sentences)
         for i, item in enumerate(texts):
             if not isinstance(item, str):
@@ -358,11 +356,9 @@ class SentenceTransformer(nn.Module):
             if not self.pooling.include_prompt:
                 prompt_length = self._prompt_length(chosen_prompt)
 
-        dim = self.get_sentence_embedding_dimension() if truncate_dim is None else None
         if not texts:
-            width = (
-                dim if dim is not None else min(truncate_dim or 0, self.get_sentence_embedding_dimension())
-            )
+            width = self.get_sentence_embedding_dimension()
+            width = min(width, truncate_dim) if truncate_dim is not None else width
             empty = torch.zeros((0, width), dtype=torch.float32)
             if convert_to_tensor:
                 return empty
