@@ -14,7 +14,6 @@ import argparse
 import gc
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,37 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-# This file is named like the package it measures: put the repository root, not this folder,
-# first on the import path so ``import indexers`` finds the package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+from _common import dir_mb, recall_at_k, sts_derived
 
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-
-
-def load_data(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
-    from vectorstore import SentenceTransformer
-    from vectorstore.datasets import derive_vectors, find_sts_dir, load_sts, sts_sentences
-
-    sts = find_sts_dir()
-    if sts is None:
-        raise SystemExit("STS data not found")
-    sentences = sts_sentences(load_sts(sts / "sts-train.csv") + load_sts(sts / "sts-dev.csv"))
-    model = SentenceTransformer("all-MiniLM-L6-v2")
-    n_base = len(sentences) - n_queries  # every other STS sentence is a real base vector
-    t = time.perf_counter()
-    base = model.encode(sentences[:n_base], batch_size=64)
-    queries = model.encode(sentences[n_base : n_base + n_queries], batch_size=64)
-    print(f"embedded {n_base + n_queries} sentences in {time.perf_counter() - t:.1f}s")
-    return derive_vectors(base, n, noise=0.03, seed=1), queries
 
 
 class Raw:
@@ -142,7 +116,7 @@ def measure(
     t = time.perf_counter()
     search(queries, 10)
     batch_qps = len(queries) / (time.perf_counter() - t)
-    recall = float(np.mean([len(set(f.tolist()) & set(tr.tolist())) / 10 for f, tr in zip(found, truth)]))
+    recall = recall_at_k(found, truth)
     with tempfile.TemporaryDirectory() as d:
         save(Path(d))
         size = dir_mb(Path(d))
@@ -192,13 +166,7 @@ def main() -> None:
     parser.add_argument("--kinds", default="exact,faiss-flat,faiss-hnsw,faiss-ivf,faiss-ivfpq,usearch-hnsw")
     args = parser.parse_args()
 
-    import indexers
-
-    x, queries = load_data(args.n, args.queries)
-    exact = indexers.make_index("exact", x.shape[1], "cosine")
-    exact.add(np.arange(len(x)), x)
-    truth, _ = exact.search(queries, 10)
-    del exact
+    x, queries, _, truth = sts_derived(args.n, args.queries)
     print(f"{len(x)} x {x.shape[1]} vectors, {len(queries)} queries, k=10\n")
     cols = ["build_vps", "p50_ms", "p99_ms", "batch_qps", "recall", "mem_mb", "file_mb"]
     print(f"{'kind':<14}{'who':<6}" + "".join(f"{c:>12}" for c in cols))

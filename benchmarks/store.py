@@ -19,46 +19,13 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-# benchmarks/indexers.py shares its name with the package: put the repository root first instead.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-
-def dir_mb(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
-
-
-def load(n: int, n_queries: int) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    from vectorstore import SentenceTransformer
-    from vectorstore.datasets import derive_vectors, find_sts_dir, load_sts, sts_sentences
-
-    sts = find_sts_dir()
-    if sts is None:
-        raise SystemExit("STS data not found")
-    sentences = sts_sentences(load_sts(sts / "sts-train.csv") + load_sts(sts / "sts-dev.csv"))
-    base_s, query_s = sentences[:-n_queries], sentences[-n_queries:]
-    model = SentenceTransformer("all-MiniLM-L6-v2")
-    t = time.perf_counter()
-    base = model.encode(base_s, batch_size=64)
-    queries = model.encode(query_s, batch_size=64)
-    print(f"embedded {len(sentences)} sentences in {time.perf_counter() - t:.0f}s")
-    vectors, sources = derive_vectors(base, n, noise=0.03, seed=1, return_sources=True)
-    docs = [base_s[i] for i in sources]
-    buckets = np.arange(n) % 100
-    return vectors, docs, buckets, queries
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[int(q * (len(values) - 1))]
+from _common import dir_mb, pct, recall_at_k, sts_derived
 
 
 def bench_ours(
@@ -95,7 +62,7 @@ def bench_ours(
         hits = col.query(query_embeddings=q, k=10)
         lat.append((time.perf_counter() - t) * 1000)
         found.append([int(h.id) for h in hits])
-    recall = float(np.mean([len(set(f) & set(tr.tolist())) / 10 for f, tr in zip(found, truth)]))
+    recall = recall_at_k(found, truth)
     flat = []
     for q in queries[:200]:
         t = time.perf_counter()
@@ -134,7 +101,7 @@ def bench_raw_faiss(vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray)
         _, ids = index.search(q[None, :], 10)
         lat.append((time.perf_counter() - t) * 1000)
         found.append(ids[0].tolist())
-    recall = float(np.mean([len(set(f) & set(tr.tolist())) / 10 for f, tr in zip(found, truth)]))
+    recall = recall_at_k(found, truth)
     with tempfile.TemporaryDirectory() as d:
         faiss.write_index(index, f"{d}/i.faiss")
         t = time.perf_counter()
@@ -186,13 +153,8 @@ def main() -> None:
     parser.add_argument("--chroma-python", default=os.environ.get("VECTORSTORE_CHROMA_PYTHON"))
     args = parser.parse_args()
 
-    import indexers
-
-    vectors, docs, buckets, queries = load(args.n, args.queries)
-    exact = indexers.make_index("exact", vectors.shape[1], "cosine")
-    exact.add(np.arange(len(vectors)), vectors)
-    truth, _ = exact.search(queries, 10)
-    del exact
+    vectors, queries, docs, truth = sts_derived(args.n, args.queries)
+    buckets = np.arange(len(vectors)) % 100
     print(
         f"{len(vectors)} x {vectors.shape[1]} vectors, {len(queries)} single queries, k=10, index {args.index}\n"
     )

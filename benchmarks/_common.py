@@ -1,0 +1,62 @@
+"""Shared by the benchmark scripts: import path, real-derived data, and the small measurement helpers.
+
+Import it first: ``benchmarks/indexers.py`` is named like the ``indexers`` package, and Python puts the
+script's folder first on the import path; this module puts the repository root there instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+
+def dir_mb(path: Path) -> float:
+    """Size of every file under ``path``, MiB."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank below)."""
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def recall_at_k(found: list[list[int]] | np.ndarray, truth: np.ndarray) -> float:
+    """Mean fraction of each true top-k row that was found."""
+    k = truth.shape[1]
+    return float(
+        np.mean([len(set(np.asarray(f).tolist()) & set(t.tolist())) / k for f, t in zip(found, truth)])
+    )
+
+
+def sts_derived(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """STS train+dev sentences embedded with the bundled model: the last ``n_queries`` are queries,
+    every other one is a real base vector, expanded to ``n`` vectors by noisy renormalised copies.
+
+    Returns (vectors, queries, the source sentence of each vector, exact top-10 of each query).
+    """
+    import indexers
+    from vectorstore import SentenceTransformer
+    from vectorstore.datasets import derive_vectors, find_sts_dir, load_sts, sts_sentences
+
+    sts = find_sts_dir()
+    if sts is None:
+        raise SystemExit("STS data not found (../shared/data/stsbenchmark or VECTORSTORE_STS_DIR)")
+    sentences = sts_sentences(load_sts(sts / "sts-train.csv") + load_sts(sts / "sts-dev.csv"))
+    base_s, query_s = sentences[:-n_queries], sentences[-n_queries:]
+    model = SentenceTransformer("all-MiniLM-L6-v2")
+    t = time.perf_counter()
+    base = model.encode(base_s, batch_size=64)
+    queries = model.encode(query_s, batch_size=64)
+    print(f"embedded {len(sentences)} sentences in {time.perf_counter() - t:.0f}s")
+    vectors, sources = derive_vectors(base, n, noise=0.03, seed=1, return_sources=True)
+    exact = indexers.make_index("exact", vectors.shape[1], "cosine")
+    exact.add(np.arange(len(vectors)), vectors)
+    truth, _ = exact.search(queries, 10)
+    return vectors, queries, [base_s[i] for i in sources], truth
