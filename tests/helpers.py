@@ -20,10 +20,18 @@ def sts_dir_or_none() -> Path | None:
     return find_sts_dir(Path(__file__).resolve().parent.parent)
 
 
-def build_tiny_bert(folder: Path, *, seed: int = 0, hidden: int = 32, num_labels: int | None = None) -> Path:
+def build_tiny_bert(
+    folder: Path,
+    *,
+    seed: int = 0,
+    hidden: int = 32,
+    num_labels: int | None = None,
+    initializer_range: float = 0.02,
+) -> Path:
     """A randomly initialised 2-layer BERT with the MiniLM vocabulary, saved as a transformers folder.
 
     ``num_labels`` given -> a sequence-classification model (a cross-encoder); else a base encoder.
+    A larger ``initializer_range`` spreads a cross-encoder's random scores apart.
     """
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
@@ -35,6 +43,7 @@ def build_tiny_bert(folder: Path, *, seed: int = 0, hidden: int = 32, num_labels
         num_attention_heads=2,
         intermediate_size=hidden * 2,
         max_position_embeddings=128,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     if num_labels is None:

@@ -32,6 +32,7 @@ from vectorstore.errors import (
 if TYPE_CHECKING:
     from vectorstore import util
     from vectorstore.collection import Collection, GetResult
+    from vectorstore.models.cross_encoder import CrossEncoder
     from vectorstore.models.sentence_transformer import SentenceTransformer
     from vectorstore.pipeline import Hit
     from vectorstore.quantization import quantize_embeddings
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 _LAZY: dict[str, tuple[str, str | None]] = {
     "Collection": ("vectorstore.collection", "Collection"),
+    "CrossEncoder": ("vectorstore.models.cross_encoder", "CrossEncoder"),
     "GetResult": ("vectorstore.collection", "GetResult"),
     "Hit": ("vectorstore.pipeline", "Hit"),
     "Store": ("vectorstore.store", "Store"),
@@ -56,6 +58,7 @@ __all__ = [
     "CollectionConfigError",
     "CollectionExistsError",
     "CollectionNotFoundError",
+    "CrossEncoder",
     "DimensionMismatchError",
     "DuplicateIDError",
     "GetResult",

@@ -25,6 +25,7 @@ from vectorstore.pipeline import Hit
 from vectorstore.validation import check_documents, check_embeddings, check_ids, check_metadatas
 
 if TYPE_CHECKING:
+    from vectorstore.models.cross_encoder import CrossEncoder
     from vectorstore.models.sentence_transformer import SentenceTransformer
     from vectorstore.store import Store
 
@@ -97,7 +98,8 @@ class Collection:
         return str(self.config["index"]["kind"])
 
     def __repr__(self) -> str:
-        return f"Collection(name={self.name!r}, model={self.model_name!r}, dim={self.dim}, metric={self.metric!r}, index={self.index_kind!r})"
+        rr = f", reranker={self.reranker_name!r}" if self.reranker_name else ""
+        return f"Collection(name={self.name!r}, model={self.model_name!r}, dim={self.dim}, metric={self.metric!r}, index={self.index_kind!r}{rr})"
 
     @property
     def model(self) -> SentenceTransformer:
@@ -451,22 +453,51 @@ class Collection:
         include: Sequence[str] = ("documents", "metadatas"),
         oversample: int = 4,
         candidates: int | None = None,
+        rerank: bool | CrossEncoder | None = None,
+        rerank_k: int | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records to a query (text, embedded with the model's query prompt) or to query vectors.
 
         Stages: candidates from the ANN index (``max(k * oversample, candidates)`` of them; a filter that
         selects few rows is answered exactly over those rows instead) -> exact rescoring on the stored
-        float32 vectors -> hydration of ids, documents and metadata in one SQL round trip.
+        float32 vectors -> hydration of ids, documents and metadata in one SQL round trip -> optional
+        cross-encoder rerank of the best ``rerank_k`` by similarity.
+
+        Args:
+            query: a text or a list of texts (embedded with the model's query prompt).
+            query_embeddings: instead of ``query``, one vector or a matrix of them.
+            k: results per query.
+            where: metadata filter (see the README's filter section).
+            where_document: document-text filter (``$contains``, ``$not_contains``, ``$and``, ``$or``).
+            include: any of ``"documents"``, ``"metadatas"``, ``"embeddings"``.
+            oversample: ANN candidates per result before exact rescoring.
+            candidates: a floor on the number of ANN candidates.
+            rerank: ``None`` reranks when the collection was created with a ``reranker``; ``True``
+                requires one; ``False`` never reranks; a :class:`~vectorstore.CrossEncoder` reranks with it.
+            rerank_k: how many exactly-rescored candidates the cross-encoder sees (default ``max(k, 50)``).
 
         Returns:
             For a single string (or a 1-D vector) a ``list[Hit]``; for a list, one list per query.
             Scores are exact similarities, higher is better; fewer than ``k`` hits only when fewer match.
+            Reranked hits carry ``rerank_score`` and are ordered by it.
+
+        Raises:
+            InvalidInputError: bad ``k``/``rerank_k``, ``rerank=True`` without a reranker, or reranking
+                requested for ``query_embeddings`` (the cross-encoder needs the query text).
         """
         inc = _check_include(include)
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive int, got {k!r}")
         if oversample < 1:
             raise InvalidInputError(f"oversample must be >= 1, got {oversample}")
+        cross_encoder = self._reranker_for(rerank, query)
+        if rerank_k is not None and (
+            not isinstance(rerank_k, int) or isinstance(rerank_k, bool) or rerank_k < k
+        ):
+            raise InvalidInputError(f"rerank_k must be an int >= k ({k}), got {rerank_k!r}")
+        final_k = k
+        if cross_encoder is not None:
+            k = rerank_k if rerank_k is not None else max(k, 50)
         queries, single = self._query_vectors(query, query_embeddings)
         filtered = bool(where) or bool(where_document)
         state = self._state
@@ -494,11 +525,56 @@ class Collection:
                 keys,
                 scores,
                 records,
-                include_documents="documents" in inc,
+                include_documents="documents" in inc or cross_encoder is not None,
                 include_metadatas="metadatas" in inc,
                 vectors=state.vectors if "embeddings" in inc else None,
             )
+        if cross_encoder is not None:
+            assert query is not None  # _reranker_for returns a model only for text queries
+            texts = [query] if isinstance(query, str) else list(query)
+            hits = pipeline.rerank(hits, texts, cross_encoder, final_k, keep_documents="documents" in inc)
         return hits[0] if single else hits
+
+    @property
+    def reranker_name(self) -> str | None:
+        """The cross-encoder reference this collection reranks with, or None."""
+        return self.config.get("reranker")
+
+    @property
+    def reranker(self) -> CrossEncoder | None:
+        """The collection's cross-encoder (loaded on first use), or None when it has none."""
+        name = self.reranker_name
+        return self._store._cross_encoder(name) if name is not None else None
+
+    def _reranker_for(self, rerank: Any, query: Any) -> CrossEncoder | None:
+        from vectorstore.models.cross_encoder import CrossEncoder
+
+        if rerank is False:
+            return None
+        if isinstance(rerank, CrossEncoder):
+            chosen: CrossEncoder | None = rerank
+        elif rerank is None or rerank is True:
+            chosen = self.reranker
+            if chosen is None and rerank is True:
+                raise InvalidInputError(
+                    f"collection {self.name!r} has no reranker; create it with reranker=... "
+                    "or pass rerank=CrossEncoder(...)"
+                )
+        else:
+            raise InvalidInputError(f"rerank must be True, False, None or a CrossEncoder, got {rerank!r:.60}")
+        if chosen is None:
+            return None
+        if query is None:
+            if rerank is None:
+                return None  # the default rerank needs text; vector queries are answered by similarity
+            raise InvalidInputError(
+                "reranking needs the query text; pass query=..., not only query_embeddings"
+            )
+        if chosen.num_labels != 1:
+            raise InvalidInputError(
+                f"a reranker needs one output label; this cross-encoder has {chosen.num_labels}"
+            )
+        return chosen
 
     def _matching_keys(self, where: Any, where_document: Any) -> np.ndarray:
         """Keys matching a filter; the compiled SQL of recent filters is reused (values stay bound parameters)."""

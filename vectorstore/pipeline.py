@@ -1,4 +1,4 @@
-"""Query stages as small functions: candidates -> exact rescoring -> hydrate.
+"""Query stages as small functions: candidates -> exact rescoring -> hydrate -> optional rerank.
 
 Every stage takes a batch of queries. Scores are always recomputed from the float32 vectors as
 stored (DESIGN invariant 5), whatever the ANN index returned.
@@ -6,8 +6,9 @@ stored (DESIGN invariant 5), whatever the ANN index returned.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,7 +16,10 @@ from indexers.exact import ExactIndex
 from indexers.scoring import empty_results, exact_scores, top_k
 from vectorstore.db.repository import StoredRecord
 
-__all__ = ["Hit", "exact_over", "rescore", "to_hits"]
+if TYPE_CHECKING:
+    from vectorstore.models.cross_encoder import CrossEncoder
+
+__all__ = ["Hit", "exact_over", "rerank", "rescore", "to_hits"]
 
 # A filter matching at most this many rows (or this fraction of the collection) is answered exactly.
 EXACT_FILTER_MAX = 20_000
@@ -102,4 +106,45 @@ def to_hits(
                 )
             )
         out.append(hits)
+    return out
+
+
+def rerank(
+    hits: list[list[Hit]],
+    queries: Sequence[str],
+    cross_encoder: CrossEncoder,
+    k: int,
+    *,
+    keep_documents: bool,
+    batch_size: int = 32,
+) -> list[list[Hit]]:
+    """Order each query's candidates by cross-encoder score and keep the best ``k``.
+
+    All (query, document) pairs of the batch go through the model in one ``predict`` call. Equal
+    rerank scores keep the similarity order. A candidate without a stored document cannot be
+    scored: it goes after the scored ones with ``rerank_score=None``.
+    """
+    pairs: list[tuple[str, str]] = []
+    for text, row in zip(queries, hits):
+        pairs.extend((text, h.document) for h in row if h.document is not None)
+    flat = np.asarray(cross_encoder.predict(pairs, batch_size=batch_size), dtype=np.float32).reshape(-1)
+    out: list[list[Hit]] = []
+    pos = 0
+    for row in hits:
+        scored: list[tuple[float, Hit]] = []
+        unscored: list[Hit] = []
+        for h in row:
+            if h.document is None:
+                unscored.append(h)
+            else:
+                scored.append((float(flat[pos]), h))
+                pos += 1
+        scored.sort(key=lambda item: -item[0])  # stable: ties keep the similarity order
+        ordered = [replace(h, rerank_score=s) for s, h in scored] + unscored
+        out.append(
+            [
+                replace(h, rank=i, document=h.document if keep_documents else None)
+                for i, h in enumerate(ordered[:k])
+            ]
+        )
     return out

@@ -29,6 +29,7 @@ from vectorstore.index_state import IndexState
 from vectorstore.validation import check_collection_name
 
 if TYPE_CHECKING:
+    from vectorstore.models.cross_encoder import CrossEncoder
     from vectorstore.models.sentence_transformer import SentenceTransformer
 
 __all__ = ["DEFAULT_INDEX", "DEFAULT_MODEL", "Store"]
@@ -87,6 +88,7 @@ class Store:
         init_schema(self.engine)
         self._collections: dict[str, Collection] = {}
         self._models: dict[str, SentenceTransformer] = {}
+        self._cross_encoders: dict[str, CrossEncoder] = {}
         self._lock = threading.RLock()
         self._closed = False
 
@@ -132,6 +134,38 @@ class Store:
                 self._models[name] = SentenceTransformer(name, device=self.device)
             return self._models[name]
 
+    def _cross_encoder(self, name: str) -> CrossEncoder:
+        with self._lock:
+            if name not in self._cross_encoders:
+                from vectorstore.models.cross_encoder import CrossEncoder
+
+                self._cross_encoders[name] = CrossEncoder(name, device=self.device)
+            return self._cross_encoders[name]
+
+    def _reranker_reference(self, reranker: str | CrossEncoder | None) -> str | None:
+        """Validate a reranker (loading it once) and return the reference the config stores."""
+        if reranker is None:
+            return None
+        from vectorstore.models.cross_encoder import CrossEncoder
+
+        if isinstance(reranker, CrossEncoder):
+            name = reranker.model_name
+            with self._lock:
+                self._cross_encoders.setdefault(name, reranker)
+            model = reranker
+        elif isinstance(reranker, (str, os.PathLike)):
+            name = os.fspath(reranker)
+            model = self._cross_encoder(name)
+        else:
+            raise InvalidInputError(
+                f"reranker must be a model name, a folder or a CrossEncoder, got {reranker!r:.60}"
+            )
+        if model.num_labels != 1:
+            raise CollectionConfigError(
+                f"reranker {name!r} has {model.num_labels} output labels; reranking needs a one-label cross-encoder"
+            )
+        return name
+
     # ------------------------------------------------------------------ collections
     def _index_dir(self, collection_id: int, name: str) -> Path | None:
         return self.index_root / f"{collection_id}-{name}" if self.index_root is not None else None
@@ -151,6 +185,7 @@ class Store:
         metric: str | None,
         index_options: dict[str, Any] | None,
         embedding_dim: int | None,
+        reranker: str | CrossEncoder | None = None,
     ) -> dict[str, Any]:
         if model is None:
             if embedding_dim is None:
@@ -175,6 +210,7 @@ class Store:
             "dim": dim,
             "metric": resolved_metric,
             "index": spec.to_dict(),
+            "reranker": self._reranker_reference(reranker),
         }
 
     def create_collection(
@@ -186,6 +222,7 @@ class Store:
         metric: str | None = None,
         index_options: dict[str, Any] | None = None,
         embedding_dim: int | None = None,
+        reranker: str | CrossEncoder | None = None,
     ) -> Collection:
         """Create a collection.
 
@@ -196,14 +233,22 @@ class Store:
             metric: defaults to the model's ``similarity_fn_name`` (cosine without a model).
             index_options: backend options (``M``, ``efSearch``, ``nlist``, ``dtype``...).
             embedding_dim: required without a model; checked against the model otherwise.
+            reranker: a cross-encoder (name, folder or :class:`~vectorstore.CrossEncoder`) that
+                ``query`` reranks with; its name or folder is stored with the collection.
 
         Raises:
             CollectionExistsError: the name is taken.
+            CollectionConfigError: the reranker has more than one output label.
         """
         self._check_open()
         check_collection_name(name)
         config = self._build_config(
-            model=model, index=index, metric=metric, index_options=index_options, embedding_dim=embedding_dim
+            model=model,
+            index=index,
+            metric=metric,
+            index_options=index_options,
+            embedding_dim=embedding_dim,
+            reranker=reranker,
         )
         with self._lock:
             with write_tx(self.engine) as conn:
@@ -269,6 +314,7 @@ class Store:
         metric: str | None = None,
         index_options: dict[str, Any] | None = None,
         embedding_dim: int | None = None,
+        reranker: str | CrossEncoder | None = None,
     ) -> Collection:
         """Open ``name`` if it exists (checking that its config agrees), else create it."""
         try:
@@ -284,6 +330,7 @@ class Store:
                     metric=metric,
                     index_options=index_options,
                     embedding_dim=embedding_dim,
+                    reranker=reranker,
                 )
             except CollectionExistsError:  # another process created it in between
                 return self.get_collection(

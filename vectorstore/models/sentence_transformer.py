@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
+from vectorstore.models.batching import length_order, pad_batch
 from vectorstore.models.device import resolve_device, resolve_dtype
 from vectorstore.models.hf import load_hf_model, load_tokenizer, save_hf_folder
 from vectorstore.models.modules import DenseLayer, TransformerConfig, module_kind
@@ -258,31 +259,8 @@ class SentenceTransformer(nn.Module):
         return {k: v for k, v in enc.items() if k in self._model_input_names}
 
     def _pad_batch(self, encoded: dict[str, list[list[int]]], idx: np.ndarray) -> dict[str, Tensor]:
-        """Right-pad the selected rows to the longest of them (what ``padding=True`` would do)."""
-        ids = [encoded["input_ids"][i] for i in idx]
-        width = max(len(x) for x in ids)
-        pad_id = self.tokenizer.pad_token_id or 0
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        out: dict[str, Tensor] = {}
-        for key, rows in encoded.items():
-            fill = pad_id if key == "input_ids" else 0
-            arr = np.full((len(idx), width), fill, dtype=np.int64)
-            for r, i in enumerate(idx):
-                row = rows[i]
-                if left:
-                    arr[r, width - len(row) :] = row
-                else:
-                    arr[r, : len(row)] = row
-            out[key] = torch.from_numpy(arr)
-        if "attention_mask" not in out:
-            mask = np.zeros((len(idx), width), dtype=np.int64)
-            for r, x in enumerate(ids):
-                if left:
-                    mask[r, width - len(x) :] = 1
-                else:
-                    mask[r, : len(x)] = 1
-            out["attention_mask"] = torch.from_numpy(mask)
-        return out
+        return pad_batch(encoded, idx, pad_id=self.tokenizer.pad_token_id or 0, left=left)
 
     def _prompt_length(self, prompt: str) -> int:
         ids = self.tokenize([prompt])["input_ids"]
@@ -367,8 +345,7 @@ class SentenceTransformer(nn.Module):
         # Tokenize everything at once (the Rust tokenizer parallelises a big batch), then sort by
         # token count so each batch pads to nearly its own length: less padding, less compute.
         encoded = self._tokenize_unpadded(texts)
-        lengths = np.fromiter((len(ids) for ids in encoded["input_ids"]), dtype=np.int64, count=len(texts))
-        order = np.argsort(-lengths, kind="stable")
+        order = length_order(encoded["input_ids"])
         n_batches = (len(texts) + batch_size - 1) // batch_size
         if show_progress_bar is None:
             show_progress_bar = n_batches >= _PROGRESS_MIN_BATCHES and sys.stderr.isatty()
