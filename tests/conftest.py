@@ -59,3 +59,10 @@ def ref_dev_embeddings(ref_model, dev_sentences: list[str]) -> np.ndarray:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def sts_all(sts_dir: Path, model) -> tuple[list[str], np.ndarray]:
+    """Every distinct STS train+dev sentence (~13k real texts) and its embedding."""
+    sentences = sts_sentences(load_sts(sts_dir / "sts-train.csv") + load_sts(sts_dir / "sts-dev.csv"))
+    return sentences, model.encode(sentences, batch_size=64)

@@ -14,6 +14,7 @@ from vectorstore.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     DimensionMismatchError,
+    DuplicateDocumentError,
     DuplicateIDError,
     IncompatibleIndexError,
     IndexCorruptedError,
@@ -31,7 +32,8 @@ from vectorstore.errors import (
 
 if TYPE_CHECKING:
     from vectorstore import util
-    from vectorstore.collection import Collection, GetResult
+    from vectorstore.collection import AddResult, Collection, GetResult
+    from vectorstore.duplicates import DuplicatePair, SkippedDocument
     from vectorstore.models.cross_encoder import CrossEncoder
     from vectorstore.models.sentence_transformer import SentenceTransformer
     from vectorstore.pipeline import Hit
@@ -44,7 +46,10 @@ __version__ = "0.1.0"
 _LAZY: dict[str, tuple[str, str | None]] = {
     "Collection": ("vectorstore.collection", "Collection"),
     "CrossEncoder": ("vectorstore.models.cross_encoder", "CrossEncoder"),
+    "DuplicatePair": ("vectorstore.duplicates", "DuplicatePair"),
     "GetResult": ("vectorstore.collection", "GetResult"),
+    "AddResult": ("vectorstore.collection", "AddResult"),
+    "SkippedDocument": ("vectorstore.duplicates", "SkippedDocument"),
     "Hit": ("vectorstore.pipeline", "Hit"),
     "Store": ("vectorstore.store", "Store"),
     "SentenceTransformer": ("vectorstore.models.sentence_transformer", "SentenceTransformer"),
@@ -54,13 +59,16 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = [
+    "AddResult",
     "Collection",
     "CollectionConfigError",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "CrossEncoder",
     "DimensionMismatchError",
+    "DuplicateDocumentError",
     "DuplicateIDError",
+    "DuplicatePair",
     "GetResult",
     "Hit",
     "IncompatibleIndexError",
@@ -74,6 +82,7 @@ __all__ = [
     "ModelLoadError",
     "SentenceTransformer",
     "SimilarityFunction",
+    "SkippedDocument",
     "StorageError",
     "Store",
     "UnsupportedMetricError",

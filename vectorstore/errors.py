@@ -8,6 +8,7 @@
     │   ├── InvalidVectorError                     NaN/inf, wrong dtype or wrong rank
     │   ├── InvalidIDError                         empty / non-string / unknown ids
     │   ├── DuplicateIDError                       ids repeated in a batch or already stored
+    │   ├── DuplicateDocumentError                 add(on_duplicate="error") met near-duplicate documents
     │   ├── InvalidFilterError                     malformed ``where`` / unknown operator
     │   ├── InvalidMetadataError                   metadata values that are not JSON scalars/lists
     │   └── InvalidCollectionNameError             names that could escape a path
@@ -27,11 +28,14 @@ it is caught and raised ``from`` the original, so callers only ever need ``excep
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "CollectionConfigError",
     "CollectionExistsError",
     "CollectionNotFoundError",
     "DimensionMismatchError",
+    "DuplicateDocumentError",
     "DuplicateIDError",
     "IncompatibleIndexError",
     "IndexCorruptedError",
@@ -71,6 +75,18 @@ class InvalidIDError(InvalidInputError):
 
 class DuplicateIDError(InvalidInputError):
     """Ids repeat within a batch, or already exist where new ones are required."""
+
+
+class DuplicateDocumentError(InvalidInputError):
+    """``add(..., on_duplicate="error")`` found documents at or above the duplicate threshold.
+
+    Attributes:
+        duplicates: one :class:`~vectorstore.duplicates.SkippedDocument` per rejected document.
+    """
+
+    def __init__(self, message: str, duplicates: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.duplicates = duplicates or []
 
 
 class InvalidFilterError(InvalidInputError):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from vectorstore.duplicates import claim_communities
 from vectorstore.errors import InvalidInputError
 from vectorstore.quantization import quantize_embeddings
 from vectorstore.similarity import (
@@ -254,16 +255,4 @@ def community_detection(
             vals = scores[row][members]
             order = torch.argsort(vals, descending=True, stable=True)
             candidates.append((start + row, members[order].cpu().numpy().astype(np.int64)))
-    candidates.sort(key=lambda c: len(c[1]), reverse=True)
-    used = np.zeros(n, dtype=bool)
-    communities: list[list[int]] = []
-    for centre, claimed in candidates:
-        if used[centre]:
-            continue
-        free = claimed[~used[claimed]]
-        if len(free) >= min_community_size:
-            community = [centre] + [int(m) for m in free if m != centre]
-            communities.append(community)
-            used[community] = True
-    communities.sort(key=len, reverse=True)
-    return communities
+    return claim_communities(candidates, min_community_size)
