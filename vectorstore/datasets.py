@@ -1,4 +1,4 @@
-"""Readers for the evaluation data the project uses (the STS benchmark format)."""
+"""Readers for the data the project uses: the STS benchmark format and the bundled sample corpus."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import numpy as np
 
 from vectorstore.errors import InvalidInputError
 
-__all__ = ["STSPair", "derive_vectors", "find_sts_dir", "load_sts", "sts_sentences"]
+__all__ = [
+    "STSPair",
+    "derive_vectors",
+    "find_sts_dir",
+    "load_sample_corpus",
+    "load_sts",
+    "sample_corpus_path",
+    "sts_sentences",
+]
 
 
 @dataclass(frozen=True)
@@ -95,3 +103,17 @@ def derive_vectors(
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     vectors = (out / np.maximum(norms, 1e-12)).astype(np.float32)
     return (vectors, sources) if return_sources else vectors
+
+
+def sample_corpus_path() -> Path:
+    """The bundled sample corpus: 248 short documents on 12 topics, JSON lines with
+    ``id``, ``text``, ``topic`` and ``year`` (a few are deliberate near-duplicates)."""
+    return Path(__file__).resolve().parent / "data" / "sample_corpus.jsonl"
+
+
+def load_sample_corpus() -> list[dict[str, Any]]:
+    """The sample corpus as a list of dicts (see :func:`sample_corpus_path`)."""
+    import json
+
+    with open(sample_corpus_path(), encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
