@@ -767,6 +767,9 @@ class Collection:
         """The keys to join (all, or those matching a filter) and the ``allowed`` set for searches."""
         state = self._state
         state.catch_up()
+        # Index what the background indexer has not reached yet: searching it exactly from every
+        # record of the join would make the join quadratic in the pending count.
+        state.drain()
         with state.lock:
             if where or where_document:
                 keys = self._matching_keys(where, where_document)
