@@ -2,13 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-__all__ = ["length_order", "pad_batch"]
+from vectorstore.errors import InvalidInputError
+
+__all__ = ["check_length", "length_order", "model_token_limit", "pad_batch", "run_sorted_batches"]
+
+_PROGRESS_MIN_BATCHES = 8
+_MAX_SANE_LENGTH = 1_000_000  # tokenizers without a limit report a huge sentinel
+
+
+def check_length(value: object, name: str) -> int | None:
+    """``value`` as a token limit: a positive int or None."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+        raise InvalidInputError(f"{name} must be a positive int or None, got {value!r}")
+    return value
+
+
+def model_token_limit(tokenizer: Any, config: Any) -> int | None:
+    """The longest input a model takes: the tokenizer's limit capped at its position embeddings."""
+    limits = [getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None)]
+    usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < _MAX_SANE_LENGTH]
+    return min(usable) if usable else None
 
 
 def length_order(input_ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -47,3 +69,33 @@ def pad_batch(
                 mask[r, : len(x)] = 1
         out["attention_mask"] = torch.from_numpy(mask)
     return out
+
+
+def run_sorted_batches(
+    encoded: dict[str, list[list[int]]],
+    forward: Callable[[dict[str, Tensor]], Tensor],
+    *,
+    batch_size: int,
+    tokenizer: Any,
+    device: torch.device,
+    show_progress_bar: bool | None,
+) -> Tensor:
+    """Run ``forward`` over length-sorted, padded batches; the outputs stacked back in input order.
+
+    ``show_progress_bar=None`` shows a bar for long inputs when stderr is a terminal.
+    """
+    order = length_order(encoded["input_ids"])
+    n_batches = (len(order) + batch_size - 1) // batch_size
+    if show_progress_bar is None:
+        show_progress_bar = n_batches >= _PROGRESS_MIN_BATCHES and sys.stderr.isatty()
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    pad_id = tokenizer.pad_token_id or 0
+    chunks: list[Tensor] = []
+    for b in tqdm(range(n_batches), desc="Batches", disable=not show_progress_bar):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        features = pad_batch(encoded, idx, pad_id=pad_id, left=left)
+        chunks.append(forward({k: v.to(device) for k, v in features.items()}))
+    stacked = torch.cat(chunks, dim=0)
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.from_numpy(order)] = torch.arange(len(order))
+    return stacked[inverse.to(stacked.device)]

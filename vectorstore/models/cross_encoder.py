@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
-from vectorstore.models.batching import length_order, pad_batch
+from vectorstore.models.batching import check_length, model_token_limit, run_sorted_batches
 from vectorstore.models.device import resolve_device, resolve_dtype
 from vectorstore.models.hf import load_hf_config, load_hf_model, load_tokenizer, save_hf_folder
 from vectorstore.models.resolve import resolve_model_path
@@ -30,8 +28,6 @@ __all__ = ["CrossEncoder"]
 
 logger = logging.getLogger(__name__)
 
-_PROGRESS_MIN_BATCHES = 8
-_MAX_SANE_LENGTH = 1_000_000
 
 # The activations a saved folder may name; anything else is ignored with a warning (no code is
 # imported from a model folder's configuration).
@@ -125,8 +121,7 @@ class CrossEncoder(nn.Module):
         local_files_only: bool | None = None,
     ) -> None:
         super().__init__()
-        if max_length is not None and (not isinstance(max_length, int) or max_length <= 0):
-            raise InvalidInputError(f"max_length must be a positive int, got {max_length!r}")
+        check_length(max_length, "max_length")
         resolved = resolve_model_path(
             model_name_or_path,
             revision=revision,
@@ -149,7 +144,9 @@ class CrossEncoder(nn.Module):
             dtype=resolve_dtype(dtype, target),
         )
         self._model_input_names = set(self.tokenizer.model_input_names)
-        self._max_length = max_length if max_length is not None else self._default_max_length()
+        self._max_length = (
+            max_length if max_length is not None else model_token_limit(self.tokenizer, self.model.config)
+        )
         default_activation = saved_activation or (nn.Sigmoid() if self.num_labels == 1 else nn.Identity())
         self.activation_fn: Callable[[Tensor], Tensor] = activation_fn or default_activation
         self.to(target)
@@ -199,12 +196,6 @@ class CrossEncoder(nn.Module):
                 return _activation_from_path(path, folder)
         return None
 
-    def _default_max_length(self) -> int | None:
-        limits = [getattr(self.tokenizer, "model_max_length", None)]
-        limits.append(getattr(self.model.config, "max_position_embeddings", None))
-        usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < _MAX_SANE_LENGTH]
-        return min(usable) if usable else None
-
     # ------------------------------------------------------------------ properties
     @property
     def num_labels(self) -> int:
@@ -223,9 +214,7 @@ class CrossEncoder(nn.Module):
 
     @max_length.setter
     def max_length(self, value: int | None) -> None:
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise InvalidInputError(f"max_length must be a positive int or None, got {value!r}")
-        self._max_length = value
+        self._max_length = check_length(value, "max_length")
 
     @property
     def device(self) -> torch.device:
@@ -246,23 +235,14 @@ class CrossEncoder(nn.Module):
     @torch.inference_mode()
     def _logits(self, pairs: list[Pair], batch_size: int, show_progress_bar: bool | None) -> Tensor:
         """Raw logits ``(n, num_labels)`` in input order, float32."""
-        encoded = self._tokenize(pairs)
-        order = length_order(encoded["input_ids"])
-        n_batches = (len(pairs) + batch_size - 1) // batch_size
-        if show_progress_bar is None:
-            show_progress_bar = n_batches >= _PROGRESS_MIN_BATCHES and sys.stderr.isatty()
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        pad_id = self.tokenizer.pad_token_id or 0
-        target = self.device
-        chunks: list[Tensor] = []
-        for b in tqdm(range(n_batches), desc="Batches", disable=not show_progress_bar):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            features = {k: v.to(target) for k, v in pad_batch(encoded, idx, pad_id=pad_id, left=left).items()}
-            chunks.append(self.model(**features, return_dict=True).logits.float())
-        stacked = torch.cat(chunks, dim=0)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.from_numpy(order)] = torch.arange(len(order))
-        return stacked[inverse.to(stacked.device)]
+        return run_sorted_batches(
+            self._tokenize(pairs),
+            lambda features: self.model(**features, return_dict=True).logits.float(),
+            batch_size=batch_size,
+            tokenizer=self.tokenizer,
+            device=self.device,
+            show_progress_bar=show_progress_bar,
+        )
 
     def predict(
         self,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
-from vectorstore.models.batching import length_order, pad_batch
+from vectorstore.models.batching import check_length, model_token_limit, run_sorted_batches
 from vectorstore.models.device import resolve_device, resolve_dtype
 from vectorstore.models.hf import load_hf_model, load_tokenizer, save_hf_folder
 from vectorstore.models.modules import DenseLayer, TransformerConfig, module_kind
@@ -33,8 +31,6 @@ from vectorstore.similarity import ArrayLike, SimilarityFunction
 __all__ = ["SentenceTransformer"]
 
 logger = logging.getLogger(__name__)
-
-_PROGRESS_MIN_BATCHES = 8
 
 
 def _check_texts(sentences: object) -> tuple[list[str], bool]:
@@ -171,10 +167,7 @@ class SentenceTransformer(nn.Module):
     def _initial_max_seq_length(self) -> int | None:
         if self.transformer_config.max_seq_length is not None:
             return self.transformer_config.max_seq_length
-        limits = [getattr(self.tokenizer, "model_max_length", None)]
-        limits.append(getattr(self.auto_model.config, "max_position_embeddings", None))
-        usable = [int(x) for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
-        return min(usable) if usable else None
+        return model_token_limit(self.tokenizer, self.auto_model.config)
 
     @staticmethod
     def _read_st_config(folder: Path) -> dict[str, Any]:
@@ -195,9 +188,7 @@ class SentenceTransformer(nn.Module):
 
     @max_seq_length.setter
     def max_seq_length(self, value: int | None) -> None:
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise InvalidInputError(f"max_seq_length must be a positive int or None, got {value!r}")
-        self._max_seq_length = value
+        self._max_seq_length = check_length(value, "max_seq_length")
 
     @property
     def similarity_fn_name(self) -> str:
@@ -257,10 +248,6 @@ class SentenceTransformer(nn.Module):
             texts = [t.lower() for t in texts]
         enc = self.tokenizer(texts, padding=False, truncation="longest_first", max_length=self.max_seq_length)
         return {k: v for k, v in enc.items() if k in self._model_input_names}
-
-    def _pad_batch(self, encoded: dict[str, list[list[int]]], idx: np.ndarray) -> dict[str, Tensor]:
-        left = getattr(self.tokenizer, "padding_side", "right") == "left"
-        return pad_batch(encoded, idx, pad_id=self.tokenizer.pad_token_id or 0, left=left)
 
     def _prompt_length(self, prompt: str) -> int:
         ids = self.tokenize([prompt])["input_ids"]
@@ -344,26 +331,23 @@ class SentenceTransformer(nn.Module):
 
         # Tokenize everything at once (the Rust tokenizer parallelises a big batch), then sort by
         # token count so each batch pads to nearly its own length: less padding, less compute.
-        encoded = self._tokenize_unpadded(texts)
-        order = length_order(encoded["input_ids"])
-        n_batches = (len(texts) + batch_size - 1) // batch_size
-        if show_progress_bar is None:
-            show_progress_bar = n_batches >= _PROGRESS_MIN_BATCHES and sys.stderr.isatty()
-        target = self.device
-        chunks: list[Tensor] = []
-        for b in tqdm(range(n_batches), desc="Batches", disable=not show_progress_bar):
-            idx = order[b * batch_size : (b + 1) * batch_size]
-            features = {k: v.to(target) for k, v in self._pad_batch(encoded, idx).items()}
+        to_cpu = convert_to_numpy and not convert_to_tensor
+
+        def forward(features: dict[str, Tensor]) -> Tensor:
             emb = self.forward_batch(features, prompt_length)
             emb = emb[:, :truncate_dim] if truncate_dim is not None else emb
             if normalize_embeddings:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            chunks.append(emb.float().cpu() if convert_to_numpy and not convert_to_tensor else emb)
+            return emb.float().cpu() if to_cpu else emb
 
-        stacked = torch.cat(chunks, dim=0)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.from_numpy(order)] = torch.arange(len(order))
-        result = stacked[inverse.to(stacked.device)]
+        result = run_sorted_batches(
+            self._tokenize_unpadded(texts),
+            forward,
+            batch_size=batch_size,
+            tokenizer=self.tokenizer,
+            device=self.device,
+            show_progress_bar=show_progress_bar,
+        )
 
         if precision != "float32":
             quantized = quantize_embeddings(result, precision)  # type: ignore[arg-type]
