@@ -342,7 +342,7 @@ class Collection:
         )
         if parts:
             a, b, s = (np.concatenate(x) for x in zip(*parts))
-            for pos, (j, score) in first_occurrences(len(rest), a, b, s).items():
+            for pos, (j, score) in first_occurrences(a, b, s).items():
                 i = int(rest[pos])
                 found[i] = SkippedDocument(id_list[i], id_list[int(rest[j])], score, True)
         return found
@@ -785,7 +785,8 @@ class Collection:
         where_document: Mapping[str, Any] | None,
         batch_size: int,
         show_progress_bar: bool | None,
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    ) -> tuple[np.ndarray, Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """The keys taking part, and the join's ``(a, b, scores)`` batches over them."""
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
         for name, value in (("k", k), ("batch_size", batch_size)):
@@ -808,7 +809,7 @@ class Collection:
             with state.lock:
                 return state.search(np.nan_to_num(queries), n, allowed)
 
-        return self_join(
+        return keys, self_join(
             keys,
             vectors_for,
             search,
@@ -841,7 +842,8 @@ class Collection:
         Memory stays bounded by ``batch_size`` for the search plus the set of pairs seen so far;
         use it for collections whose duplicate list is too large to sort in memory.
         """
-        for a, b, s in self._self_join(threshold, k, where, where_document, batch_size, show_progress_bar):
+        _, batches = self._self_join(threshold, k, where, where_document, batch_size, show_progress_bar)
+        for a, b, s in batches:
             ids = self._ids_of(np.concatenate([a, b]))
             for x, y, score in zip(a.tolist(), b.tolist(), s.tolist()):
                 if x in ids and y in ids:
@@ -919,7 +921,8 @@ class Collection:
         if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
             raise InvalidInputError(f"min_size must be a positive int, got {min_size!r}")
         neighbours: dict[int, list[tuple[float, int]]] = {}
-        for a, b, s in self._self_join(threshold, k, where, where_document, batch_size, show_progress_bar):
+        keys, batches = self._self_join(threshold, k, where, where_document, batch_size, show_progress_bar)
+        for a, b, s in batches:
             for x, y, score in zip(a.tolist(), b.tolist(), s.tolist()):
                 neighbours.setdefault(x, []).append((-score, y))
                 neighbours.setdefault(y, []).append((-score, x))
@@ -929,7 +932,6 @@ class Collection:
             if len(nbrs) + 1 >= min_size
         ]
         if min_size == 1:  # every record is its own candidate group
-            keys, _ = self._join_keys(where, where_document)
             candidates += [(int(key), np.array([key])) for key in keys.tolist() if key not in neighbours]
             candidates.sort(key=lambda c: c[0])
         groups = claim_communities(candidates, min_size)

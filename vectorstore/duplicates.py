@@ -145,9 +145,7 @@ def self_join(
                     yield lo[ok], hi[ok], s[ok].astype(np.float32, copy=False)
 
 
-def first_occurrences(
-    n: int, a: np.ndarray, b: np.ndarray, scores: np.ndarray
-) -> dict[int, tuple[int, float]]:
+def first_occurrences(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> dict[int, tuple[int, float]]:
     """Greedy in position order: item ``i`` is a duplicate when an earlier *kept* item matches it.
 
     ``a < b`` are positions of matching pairs. Returns ``{duplicate: (kept item, score)}``, naming
@@ -161,7 +159,6 @@ def first_occurrences(
         kept = [(j, s) for j, s in earlier[i] if j not in dropped]
         if kept:
             dropped[i] = max(kept, key=lambda js: (js[1], -js[0]))
-    assert all(i < n for i in dropped)
     return dropped
 
 
