@@ -687,26 +687,32 @@ class Collection:
         return self._store._cross_encoder(name) if name is not None else None
 
     def _reranker_for(self, rerank: Any, query: Any) -> CrossEncoder | None:
-        from vectorstore.models.cross_encoder import CrossEncoder
-
+        """The cross-encoder this query reranks with, or None; nothing is imported or loaded when
+        the answer is None (plain queries stay free of torch/transformers work)."""
         if rerank is False:
             return None
-        if isinstance(rerank, CrossEncoder):
-            chosen: CrossEncoder | None = rerank
-        elif rerank is None or rerank is True:
+        if rerank is None:
+            # the default reranks text queries when the collection has a reranker
+            if self.reranker_name is None or query is None:
+                return None
             chosen = self.reranker
-            if chosen is None and rerank is True:
+        elif rerank is True:
+            chosen = self.reranker
+            if chosen is None:
                 raise InvalidInputError(
                     f"collection {self.name!r} has no reranker; create it with reranker=... "
                     "or pass rerank=CrossEncoder(...)"
                 )
         else:
-            raise InvalidInputError(f"rerank must be True, False, None or a CrossEncoder, got {rerank!r:.60}")
-        if chosen is None:
-            return None
+            from vectorstore.models.cross_encoder import CrossEncoder
+
+            if not isinstance(rerank, CrossEncoder):
+                raise InvalidInputError(
+                    f"rerank must be True, False, None or a CrossEncoder, got {rerank!r:.60}"
+                )
+            chosen = rerank
+        assert chosen is not None
         if query is None:
-            if rerank is None:
-                return None  # the default rerank needs text; vector queries are answered by similarity
             raise InvalidInputError(
                 "reranking needs the query text; pass query=..., not only query_embeddings"
             )
