@@ -35,6 +35,38 @@ def recall_at_k(found: list[list[int]] | np.ndarray, truth: np.ndarray) -> float
     )
 
 
+def _embed_cached(base_s: list[str], query_s: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Embed with the bundled model, reusing ``benchmarks/.cache`` when the same sentences were embedded before.
+
+    The cache key covers the sentences and the model folder's weights, so a changed model or data set
+    is embedded afresh; ``VECTORSTORE_BENCH_NO_CACHE=1`` skips the cache.
+    """
+    import hashlib
+    import os
+
+    from vectorstore import SentenceTransformer
+
+    model = SentenceTransformer("all-MiniLM-L6-v2")
+    digest = hashlib.sha256("\n".join([*base_s, "\0", *query_s]).encode())
+    for f in sorted(Path(model.model_path).rglob("*")):
+        if f.is_file():
+            digest.update(f"{f.name}:{f.stat().st_size}".encode())
+    path = _HERE / ".cache" / f"sts-{digest.hexdigest()[:16]}.npz"
+    if path.is_file() and not os.environ.get("VECTORSTORE_BENCH_NO_CACHE"):
+        with np.load(path, allow_pickle=False) as data:
+            print(f"embeddings of {len(base_s) + len(query_s)} sentences read from {path}")
+            return data["base"], data["queries"]
+    t = time.perf_counter()
+    base = model.encode(base_s, batch_size=64)
+    queries = model.encode(query_s, batch_size=64)
+    print(f"embedded {len(base_s) + len(query_s)} sentences in {time.perf_counter() - t:.0f}s")
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, base=base, queries=queries)
+    os.replace(tmp, path)
+    return base, queries
+
+
 def sts_derived(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """STS train+dev sentences embedded with the bundled model: the last ``n_queries`` are queries,
     every other one is a real base vector, expanded to ``n`` vectors by noisy renormalised copies.
@@ -42,7 +74,6 @@ def sts_derived(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, list[st
     Returns (vectors, queries, the source sentence of each vector, exact top-10 of each query).
     """
     import indexers
-    from vectorstore import SentenceTransformer
     from vectorstore.datasets import derive_vectors, find_sts_dir, load_sts, sts_sentences
 
     sts = find_sts_dir()
@@ -50,11 +81,7 @@ def sts_derived(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, list[st
         raise SystemExit("STS data not found (../shared/data/stsbenchmark or VECTORSTORE_STS_DIR)")
     sentences = sts_sentences(load_sts(sts / "sts-train.csv") + load_sts(sts / "sts-dev.csv"))
     base_s, query_s = sentences[:-n_queries], sentences[-n_queries:]
-    model = SentenceTransformer("all-MiniLM-L6-v2")
-    t = time.perf_counter()
-    base = model.encode(base_s, batch_size=64)
-    queries = model.encode(query_s, batch_size=64)
-    print(f"embedded {len(sentences)} sentences in {time.perf_counter() - t:.0f}s")
+    base, queries = _embed_cached(base_s, query_s)
     vectors, sources = derive_vectors(base, n, noise=0.03, seed=1, return_sources=True)
     exact = indexers.make_index("exact", vectors.shape[1], "cosine")
     exact.add(np.arange(len(vectors)), vectors)

@@ -19,7 +19,15 @@ import numpy as np
 
 from indexers.base import BaseIndex, save_arrays
 from indexers.exact import VectorTable
-from indexers.scoring import candidate_scores, empty_results, exact_scores, normalize_rows, pad_results, top_k
+from indexers.scoring import (
+    candidate_scores,
+    empty_results,
+    exact_scores,
+    normalize_rows,
+    order_results,
+    pad_results,
+    top_k,
+)
 from vectorstore.errors import InvalidInputError
 
 __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "faiss_gpu_count"]
@@ -62,23 +70,22 @@ class _FaissBase(BaseIndex):
         return normalize_rows(vectors) if self.metric == "cosine" else vectors
 
     def _to_scores(self, distances: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        d = distances.astype(np.float32, copy=False)
+        # FAISS hands back fresh float32 arrays, so they are converted in place.
         if self.metric == "euclidean":
-            scores = -np.sqrt(np.maximum(d, 0.0))
+            scores = np.sqrt(np.maximum(distances, 0.0, out=distances), out=distances)
+            np.negative(scores, out=scores)
         elif self.metric == "manhattan":
-            scores = -d
+            scores = np.negative(distances, out=distances)
         else:
-            scores = d.copy()
-        scores[labels < 0] = -np.inf
+            scores = distances
+        last = labels[0, -1] if len(labels) == 1 else labels[:, -1].min()
+        if last < 0:  # FAISS pads at the end of a row
+            scores[labels < 0] = -np.inf
         return scores
 
     def _sorted(self, keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        # FAISS returns results sorted; re-sorting with the key tie-break keeps all backends consistent.
-        safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
-        order = np.lexsort((safe, -scores), axis=1)
-        return pad_results(
-            np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k
-        )
+        # FAISS returns rows sorted; equal scores are re-ordered by key so that all backends agree.
+        return order_results(keys, scores, k)
 
 
 class FaissFlatIndex(_FaissBase):
@@ -174,14 +181,19 @@ class FaissHNSWIndex(_FaissBase):
         self._index = faiss.IndexHNSWFlat(self.dim, self.options["M"], _FAISS_METRIC[self.metric])
         self._index.hnsw.efConstruction = self.options["efConstruction"]
         self._index.hnsw.efSearch = self.options["efSearch"]
-        self._labels = np.empty(0, dtype=np.int64)  # internal id -> key, -1 when removed
+        self._set_labels(np.empty(0, dtype=np.int64))
         self._internal: dict[int, int] = {}
         self._dead = 0
+
+    def _set_labels(self, labels: np.ndarray) -> None:
+        # internal id -> key, -1 when removed; one extra trailing -1 maps FAISS's -1 padding to -1 in one take
+        self._key_of = np.append(labels.astype(np.int64, copy=False), np.int64(-1))
+        self._labels = self._key_of[:-1]
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         start = self._index.ntotal
         self._index.add(self._prepare(vectors))
-        self._labels = np.concatenate([self._labels, keys])
+        self._set_labels(np.concatenate([self._labels, keys]))
         for i, key in enumerate(keys.tolist()):
             self._internal[key] = start + i
 
@@ -202,7 +214,7 @@ class FaissHNSWIndex(_FaissBase):
             # vectors are already prepared (normalised for cosine); add them as they are
             start = self._index.ntotal
             self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-            self._labels = keys.copy()
+            self._set_labels(keys.copy())
             self._internal = {int(k): start + i for i, k in enumerate(keys.tolist())}
 
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
@@ -219,7 +231,7 @@ class FaissHNSWIndex(_FaissBase):
             d, ids = self._index.search(self._prepare(queries), k, params=params)
         else:
             d, ids = self._index.search(self._prepare(queries), k)
-        keys = np.where(ids >= 0, self._labels[np.maximum(ids, 0)], -1)
+        keys = self._key_of[ids]
         return self._sorted(keys, self._to_scores(d, keys), k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +267,7 @@ class FaissHNSWIndex(_FaissBase):
             )
         self._index = index
         self._index.hnsw.efSearch = self.options["efSearch"]
-        self._labels = labels.astype(np.int64)
+        self._set_labels(labels)
         live = np.nonzero(self._labels >= 0)[0]
         live_keys = self._labels[live].tolist()
         self._internal = dict(zip(live_keys, live.tolist()))
@@ -516,21 +528,25 @@ class FaissIVFPQIndex(FaissIVFIndex):
     def _refine(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Rescore each row's PQ candidates on the exact float copy, all rows at once."""
         assert self._exact is not None
-        valid = keys >= 0
-        cand = self._exact.get(np.where(valid, keys, keys[valid][0] if valid.any() else 0).reshape(-1))
-        cand = cand.reshape(keys.shape[0], keys.shape[1], self.dim)
+        padded = bool(keys[:, -1].min() < 0)  # FAISS pads rows at the end
+        if padded:
+            valid = keys >= 0
+            if not valid.any():
+                return empty_results(len(keys), k)
+            keys = np.where(valid, keys, keys.max())  # any stored key stands in for the padding
+        cand = self._exact.get(keys.reshape(-1)).reshape(keys.shape[0], keys.shape[1], self.dim)
         # stored vectors are already normalised for cosine, so an inner product is the cosine
         metric = "dot" if self.metric == "cosine" else self.metric
         scores = candidate_scores(metric, self._prepare(queries), cand)
-        scores[~valid] = -np.inf
-        kk = min(k, keys.shape[1])
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        part_s = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_s, axis=1, kind="stable")
-        out_k = np.take_along_axis(np.take_along_axis(keys, part, axis=1), order, axis=1)
-        out_s = np.take_along_axis(part_s, order, axis=1)
-        out_k[out_s == -np.inf] = -1
-        return pad_results(out_k, out_s.astype(np.float32), k)
+        if padded:
+            scores[~valid] = -np.inf
+        # a few hundred candidates a row: one stable sort is cheaper than partition + sort
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out_s = np.take_along_axis(scores, order, axis=1)
+        out_k = np.take_along_axis(keys, order, axis=1)
+        if padded:
+            out_k[out_s == -np.inf] = -1
+        return order_results(out_k, out_s, k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rf = self.options["refine_factor"]

@@ -5,6 +5,9 @@ Scores are higher-is-better: cosine, dot, ``-euclidean`` and ``-manhattan``.
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 from vectorstore.errors import UnsupportedMetricError
@@ -15,6 +18,7 @@ __all__ = [
     "check_metric",
     "exact_scores",
     "normalize_rows",
+    "order_results",
     "pad_results",
     "top_k",
 ]
@@ -34,8 +38,14 @@ def check_metric(metric: str) -> str:
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Unit-L2 rows (zero rows stay zero), float32."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    if x.shape[0] == 1 and x.dtype == np.float32:
+        # a single query: one dot product and one division, the fewest numpy calls on the hot path
+        row = x[0]
+        return x / np.float32(max(math.sqrt(float(np.dot(row, row))), 1e-12))
+    # what np.linalg.norm(x, axis=1) computes, without its dispatch
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
+    np.maximum(norms, 1e-12, out=norms)
+    return (x / norms).astype(np.float32, copy=False)
 
 
 def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -88,13 +98,35 @@ def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 def pad_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Widen ``[q, m]`` results to ``[q, k]`` with ``-1`` keys and ``-inf`` scores."""
     q, m = keys.shape
-    if m >= k:
+    if m == k:
+        return keys, scores
+    if m > k:
         return keys[:, :k], scores[:, :k]
     out_k = np.full((q, k), -1, dtype=np.int64)
     out_s = np.full((q, k), -np.inf, dtype=np.float32)
     out_k[:, :m] = keys
     out_s[:, :m] = scores
     return out_k, out_s
+
+
+def _has_ties(scores: np.ndarray) -> bool:
+    if scores.shape[0] == 1:
+        row = scores[0].tolist()  # one short row: plain Python beats two ufunc dispatches
+        return any(a == b for a, b in itertools.pairwise(row))
+    return bool((scores[:, 1:] == scores[:, :-1]).any())
+
+
+def order_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backend results already sorted best-first, with equal scores re-ordered by the smaller key, padded to ``k``.
+
+    Padding (``-1`` keys) must carry ``-inf`` scores. Rows without ties are left as they are, which is
+    the common case and keeps the single-query path to a couple of numpy calls.
+    """
+    if keys.shape[1] > 1 and _has_ties(scores):
+        safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
+        order = np.lexsort((safe, -scores), axis=1)
+        keys, scores = np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)
+    return pad_results(keys, scores, k)
 
 
 def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

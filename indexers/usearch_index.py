@@ -15,7 +15,7 @@ import numpy as np
 from usearch.index import Index
 
 from indexers.base import BaseIndex
-from indexers.scoring import normalize_rows, pad_results, top_k
+from indexers.scoring import empty_results, normalize_rows, order_results, top_k
 from vectorstore.errors import InvalidInputError, UnsupportedMetricError
 
 __all__ = ["USearchIndex"]
@@ -62,6 +62,7 @@ class USearchIndex(BaseIndex):
         return bool(self.options["dtype"] == "b1")
 
     def _new_index(self) -> Index:
+        self._expansion = self.options["expansion_search"]
         return Index(
             ndim=self.dim,
             metric="hamming" if self._binary else _METRICS[self.metric],
@@ -104,7 +105,7 @@ class USearchIndex(BaseIndex):
         return top_k(-ham.astype(np.float32), allowed_keys, k)
 
     def _to_scores(self, distances: np.ndarray) -> np.ndarray:
-        d = distances.astype(np.float32)
+        d = distances.astype(np.float32, copy=False)
         if self._binary:
             return -d
         if self.metric == "euclidean":
@@ -113,19 +114,23 @@ class USearchIndex(BaseIndex):
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, len(self))
-        self._index.expansion_search = max(self.options["expansion_search"], kk)
+        expansion = max(self.options["expansion_search"], kk)
+        if expansion != self._expansion:
+            self._index.expansion_search = self._expansion = expansion
         m = self._index.search(self._prepare(queries), kk, threads=0)
-        keys = np.asarray(m.keys).reshape(len(queries), -1).astype(np.int64)
-        dist = np.asarray(m.distances).reshape(len(queries), -1)
-        counts = np.asarray(m.counts).reshape(-1) if hasattr(m, "counts") else np.array([len(m.keys)])
-        valid = np.arange(keys.shape[1])[None, :] < counts[:, None]
-        keys = np.where(valid, keys, -1)
-        scores = np.where(valid, self._to_scores(dist), -np.inf).astype(np.float32)
-        safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
-        order = np.lexsort((safe, -scores), axis=1)
-        return pad_results(
-            np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1), k
-        )
+        if m.keys.ndim == 1:  # one query: USearch returns only the matches it found, best first
+            keys = m.keys.astype(np.int64)[None, :]
+            scores = self._to_scores(m.distances)[None, :]
+        else:  # a batch: rows padded past ``counts`` with garbage
+            keys = m.keys.astype(np.int64)
+            scores = self._to_scores(m.distances)
+            if m.counts.min() < keys.shape[1]:
+                pad = np.arange(keys.shape[1])[None, :] >= m.counts[:, None]
+                keys[pad] = -1
+                scores[pad] = -np.inf
+        if keys.shape[1] == 0:
+            return empty_results(len(queries), k)
+        return order_results(keys, scores, k)
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         path = directory / f"index-{tag}.usearch"
