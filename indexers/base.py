@@ -470,7 +470,7 @@ class BaseIndex(abc.ABC):
             ) from exc
         try:
             index._read_files(files)
-        except IndexCorruptedError:
+        except (IndexCorruptedError, IncompatibleIndexError):
             raise
         except Exception as exc:  # the backend's own error: translate at the seam
             raise IndexCorruptedError(f"cannot read {index.kind} index in {directory}: {exc}") from exc

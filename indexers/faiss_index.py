@@ -20,7 +20,6 @@ import numpy as np
 from indexers.base import BaseIndex, save_arrays
 from indexers.exact import VectorTable
 from indexers.scoring import (
-    candidate_scores,
     empty_results,
     exact_scores,
     normalize_rows,
@@ -28,7 +27,7 @@ from indexers.scoring import (
     pad_results,
     top_k,
 )
-from vectorstore.errors import InvalidInputError
+from vectorstore.errors import IncompatibleIndexError, InvalidInputError
 
 __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "faiss_gpu_count"]
 
@@ -156,7 +155,64 @@ class FaissFlatIndex(_FaissBase):
         self._gpu = None
 
 
-class FaissHNSWIndex(_FaissBase):
+_COMPACT_MIN_DEAD = 1000  # dead rows tolerated before a rebuild, whatever their share
+
+
+class _PositionLabels:
+    """FAISS ids that are positions (graph nodes, rows of a refinement copy), mapped back to keys.
+
+    ``_labels[position]`` is the key stored there, ``-1`` once removed; ``_key_of`` is the same array
+    with one more ``-1`` at the end, so that FAISS's ``-1`` padding maps to ``-1`` in a single take.
+    """
+
+    _key_of: np.ndarray
+    _labels: np.ndarray
+    _internal: dict[int, int]
+    _dead: int
+    _keys: set[int]
+
+    def _reset_labels(self) -> None:
+        self._set_labels(np.empty(0, dtype=np.int64))
+        self._internal = {}
+        self._dead = 0
+
+    def _set_labels(self, labels: np.ndarray) -> None:
+        self._key_of = np.append(labels.astype(np.int64, copy=False), np.int64(-1))
+        self._labels = self._key_of[:-1]
+
+    def _append_labels(self, start: int, keys: np.ndarray) -> None:
+        self._set_labels(np.concatenate([self._labels, keys]))
+        for i, key in enumerate(keys.tolist()):
+            self._internal[key] = start + i
+
+    def _drop_labels(self, keys: np.ndarray) -> np.ndarray:
+        """Mark ``keys`` removed; returns their positions."""
+        positions = np.fromiter(
+            (self._internal.pop(k) for k in keys.tolist()), dtype=np.int64, count=len(keys)
+        )
+        self._labels[positions] = -1
+        self._dead += len(keys)
+        return positions
+
+    def _positions(self, keys: np.ndarray, missing_ok: bool = False) -> np.ndarray:
+        internal = self._internal
+        if missing_ok:
+            return np.fromiter((internal[k] for k in keys.tolist() if k in internal), dtype=np.int64)
+        return np.fromiter((internal[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+
+    def _needs_compaction(self) -> bool:
+        return self._dead > _COMPACT_MIN_DEAD and self._dead * 2 > len(self._labels)
+
+    def _load_labels(self, labels: np.ndarray) -> None:
+        self._set_labels(labels)
+        live = np.nonzero(self._labels >= 0)[0]
+        live_keys = self._labels[live].tolist()
+        self._internal = dict(zip(live_keys, live.tolist()))
+        self._dead = int(len(self._labels) - len(live))
+        self._keys = set(live_keys)
+
+
+class FaissHNSWIndex(_FaissBase, _PositionLabels):
     """``faiss-hnsw``: ``IndexHNSWFlat`` graph search.
 
     HNSW graphs cannot drop nodes, so removal marks the node's internal id dead (search skips it
@@ -181,45 +237,31 @@ class FaissHNSWIndex(_FaissBase):
         self._index = faiss.IndexHNSWFlat(self.dim, self.options["M"], _FAISS_METRIC[self.metric])
         self._index.hnsw.efConstruction = self.options["efConstruction"]
         self._index.hnsw.efSearch = self.options["efSearch"]
-        self._set_labels(np.empty(0, dtype=np.int64))
-        self._internal: dict[int, int] = {}
-        self._dead = 0
-
-    def _set_labels(self, labels: np.ndarray) -> None:
-        # internal id -> key, -1 when removed; one extra trailing -1 maps FAISS's -1 padding to -1 in one take
-        self._key_of = np.append(labels.astype(np.int64, copy=False), np.int64(-1))
-        self._labels = self._key_of[:-1]
+        self._reset_labels()
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         start = self._index.ntotal
         self._index.add(self._prepare(vectors))
-        self._set_labels(np.concatenate([self._labels, keys]))
-        for i, key in enumerate(keys.tolist()):
-            self._internal[key] = start + i
+        self._append_labels(start, keys)
 
     def _remove(self, keys: np.ndarray) -> None:
-        for key in keys.tolist():
-            self._labels[self._internal.pop(key)] = -1
-        self._dead += len(keys)
-        if self._dead > 1000 and self._dead * 2 > len(self._labels):
+        self._drop_labels(keys)
+        if self._needs_compaction():
             self._compact()
 
     def _compact(self) -> None:
         live = np.nonzero(self._labels >= 0)[0]
-        keys = self._labels[live]
-        vectors = self._index.reconstruct_batch(live) if len(live) else np.empty((0, self.dim), np.float32)
+        keys = self._labels[live].copy()
+        vectors = self._index.reconstruct_batch(live) if len(live) else None
         logger.info("faiss-hnsw: rebuilding graph without %d removed vectors", self._dead)
         self._reset_graph()
-        if len(keys):
+        if vectors is not None:
             # vectors are already prepared (normalised for cosine); add them as they are
-            start = self._index.ntotal
             self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-            self._set_labels(keys.copy())
-            self._internal = {int(k): start + i for i, k in enumerate(keys.tolist())}
+            self._append_labels(0, keys)
 
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
-        ids = np.fromiter((self._internal[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
-        return np.asarray(self._index.reconstruct_batch(ids), dtype=np.float32)
+        return np.asarray(self._index.reconstruct_batch(self._positions(keys)), dtype=np.float32)
 
     def _run(self, queries: np.ndarray, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
         # ``selectors`` keeps every SWIG selector object alive for the call; the last one is used.
@@ -246,8 +288,7 @@ class FaissHNSWIndex(_FaissBase):
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        internal = self._internal
-        ids = np.fromiter((internal[x] for x in allowed_keys.tolist() if x in internal), dtype=np.int64)
+        ids = self._positions(allowed_keys, missing_ok=True)
         if len(ids) == 0:
             return empty_results(len(q), k)
         keys, scores = self._run(q, min(k, len(ids)), faiss.IDSelectorBatch(ids))
@@ -267,12 +308,7 @@ class FaissHNSWIndex(_FaissBase):
             )
         self._index = index
         self._index.hnsw.efSearch = self.options["efSearch"]
-        self._set_labels(labels)
-        live = np.nonzero(self._labels >= 0)[0]
-        live_keys = self._labels[live].tolist()
-        self._internal = dict(zip(live_keys, live.tolist()))
-        self._dead = int(len(self._labels) - len(live))
-        self._keys = set(live_keys)
+        self._load_labels(labels)
 
 
 class FaissIVFIndex(_FaissBase):
@@ -450,12 +486,15 @@ class FaissIVFIndex(_FaissBase):
         return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
 
 
-class FaissIVFPQIndex(FaissIVFIndex):
+class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
     """``faiss-ivfpq``: inverted lists of product-quantized codes (``IndexIVFPQ``).
 
     PQ scores are approximate, so by default the ``refine_factor * k`` best PQ candidates are
-    rescored exactly on a float32 copy of the vectors (``refine_factor=0`` drops that copy and
-    returns raw PQ scores — the store rescores from SQLite anyway, with its own over-fetch).
+    rescored exactly against a float32 copy of the vectors inside FAISS (``IndexRefineFlat``; the
+    lists then hold positions in that copy, mapped back to keys like ``faiss-hnsw``; removal takes
+    codes out of the lists and the copy is compacted once more than half of it is dead).
+    ``refine_factor=0`` drops the copy and returns raw PQ scores — the store rescores from SQLite
+    anyway, with its own over-fetch. With refinement, search runs on the CPU even when FAISS has GPUs.
 
     Options:
         nlist (256), nprobe (64), m: sub-quantizers (``dim // 4`` when it divides), nbits (8),
@@ -476,7 +515,9 @@ class FaissIVFPQIndex(FaissIVFIndex):
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
-        self._exact: VectorTable | None = VectorTable(self.dim) if self.options["refine_factor"] else None
+        self._refined: Any = None  # the IndexRefineFlat, once trained with refine_factor > 0
+        self._flat: Any = None  # its float32 copy (positions are the lists' ids)
+        self._reset_labels()
 
     def _validate_options(self) -> None:
         super()._validate_options()
@@ -489,7 +530,7 @@ class FaissIVFPQIndex(FaissIVFIndex):
         if self.dim % self.options["m"]:
             raise InvalidInputError(f"m={self.options['m']} must divide the dimension {self.dim}")
         rf = self.options["refine_factor"]
-        if not isinstance(rf, int) or rf < 0:
+        if not isinstance(rf, int) or isinstance(rf, bool) or rf < 0:
             raise InvalidInputError(f"refine_factor must be an int >= 0, got {rf!r}")
 
     def _new_ivf(self) -> Any:
@@ -503,87 +544,115 @@ class FaissIVFPQIndex(FaissIVFIndex):
             _FAISS_METRIC[self.metric],
         )
 
+    def _train(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        if not self.options["refine_factor"]:
+            super()._train(keys, vectors)
+            return
+        base = self._new_ivf()
+        base.train(vectors[: self.train_size])
+        base.nprobe = self.options["nprobe"]
+        refined = faiss.IndexRefineFlat(base)
+        refined.k_factor = float(self.options["refine_factor"])
+        self._index, self._refined, self._flat = base, refined, faiss.downcast_index(refined.refine_index)
+        self._buffer = None
+        self._append(keys, vectors)
+
+    def _append(self, keys: np.ndarray, prepared: np.ndarray) -> None:
+        # Not IndexRefine.add: after removals the lists hold fewer codes than the copy holds rows,
+        # so the codes are given their rows in the copy as ids explicitly.
+        start = self._flat.ntotal
+        self._index.add_with_ids(prepared, np.arange(start, start + len(keys), dtype=np.int64))
+        self._flat.add(prepared)
+        self._refined.ntotal = self._flat.ntotal
+        self._append_labels(start, keys)
+
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        super()._add(keys, vectors)
-        if self._exact is not None:
-            self._exact.add(keys, self._prepare(vectors))
+        if self._refined is None:
+            super()._add(keys, vectors)  # the exact buffer, training (-> _train), or unrefined lists
+            return
+        self._append(keys, self._prepare(vectors))
 
     def _remove(self, keys: np.ndarray) -> None:
-        super()._remove(keys)
-        if self._exact is not None:
-            self._exact.remove(keys)
+        if self._refined is None:
+            super()._remove(keys)
+            return
+        self._index.remove_ids(faiss.IDSelectorBatch(self._drop_labels(keys)))
+        if self._needs_compaction():
+            live = np.nonzero(self._labels >= 0)[0]
+            live_keys = self._labels[live].copy()
+            vectors = self._flat.reconstruct_batch(live) if len(live) else None
+            logger.info("faiss-ivfpq: compacting the refinement copy (%d removed rows)", self._dead)
+            self._refined.reset()  # empties lists and copy, keeps the trained quantizers
+            self._reset_labels()
+            if vectors is not None:
+                self._append(live_keys, np.ascontiguousarray(vectors, dtype=np.float32))
 
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
-        if self._exact is not None:
-            return self._exact.get(keys)
-        return super()._vectors_for(keys)
+        if self._refined is None:
+            return super()._vectors_for(keys)
+        return np.asarray(self._flat.reconstruct_batch(self._positions(keys)), dtype=np.float32)
 
     def _search_exact_subset(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self._exact is not None:
+        if self._refined is not None:
             return BaseIndex._search_exact_subset(self, q, k, allowed_keys)
         return super()._search_exact_subset(q, k, allowed_keys)
 
-    def _refine(self, queries: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Rescore each row's PQ candidates on the exact float copy, all rows at once."""
-        assert self._exact is not None
-        padded = bool(keys[:, -1].min() < 0)  # FAISS pads rows at the end
-        if padded:
-            valid = keys >= 0
-            if not valid.any():
-                return empty_results(len(keys), k)
-            keys = np.where(valid, keys, keys.max())  # any stored key stands in for the padding
-        cand = self._exact.get(keys.reshape(-1)).reshape(keys.shape[0], keys.shape[1], self.dim)
-        # stored vectors are already normalised for cosine, so an inner product is the cosine
-        metric = "dot" if self.metric == "cosine" else self.metric
-        scores = candidate_scores(metric, self._prepare(queries), cand)
-        if padded:
-            scores[~valid] = -np.inf
-        # a few hundred candidates a row: one stable sort is cheaper than partition + sort
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        out_s = np.take_along_axis(scores, order, axis=1)
-        out_k = np.take_along_axis(keys, order, axis=1)
-        if padded:
-            out_k[out_s == -np.inf] = -1
-        return order_results(out_k, out_s, k)
-
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        rf = self.options["refine_factor"]
-        if self._index is None or not rf:
+        if self._refined is None:
             return super()._search(queries, k)
-        keys, _ = super()._search(queries, k * rf)
-        return self._refine(queries, keys, k)
+        d, ids = self._refined.search(self._prepare(queries), min(k, len(self)))
+        keys = self._key_of[ids]
+        return self._sorted(keys, self._to_scores(d, keys), k)
 
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        rf = self.options["refine_factor"]
-        if self._index is None or not rf:
+        if self._refined is None:
             return super()._search_filtered(q, k, allowed_keys)
-        keys, _ = super()._search_filtered(q, k * rf, allowed_keys)
-        return self._refine(q, keys, k)
+        ids = self._positions(allowed_keys, missing_ok=True)
+        if len(ids) == 0:
+            return empty_results(len(q), k)
+        selector = faiss.IDSelectorBatch(ids)
+        base_params = faiss.SearchParametersIVF()
+        base_params.sel = selector
+        base_params.nprobe = self.options["nprobe"]
+        params = faiss.IndexRefineSearchParameters()
+        params.k_factor = float(self.options["refine_factor"])
+        params.base_index_params = base_params
+        d, labels = self._refined.search(self._prepare(q), min(k, len(ids)), params=params)
+        keys = self._key_of[labels]
+        return self._sorted(keys, self._to_scores(d, keys), k)
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
-        files = super()._write_files(directory, tag)
-        if self._exact is not None and "index" in files:
-            files.update(
-                save_arrays(
-                    directory, tag, {"refine_keys": self._exact.keys, "refine_vectors": self._exact.vectors}
-                )
-            )
-        return files
+        if self._refined is None:
+            return super()._write_files(directory, tag)
+        path = directory / f"index-{tag}.faiss"
+        faiss.write_index(self._refined, str(path))
+        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
 
     def _read_files(self, files: dict[str, Path]) -> None:
-        super()._read_files(files)
-        if self.options["refine_factor"]:
-            self._exact = VectorTable(self.dim)
-            if "refine_keys" in files:
-                keys = np.load(files["refine_keys"], allow_pickle=False).astype(np.int64)
-                vecs = np.load(files["refine_vectors"], allow_pickle=False)
-                if vecs.shape != (len(keys), self.dim) or set(keys.tolist()) != self._keys:
-                    raise ValueError("refinement vectors do not match the index")
-                self._exact.add(keys, vecs)
-            else:
-                assert self._buffer is not None
-                self._exact.add(self._buffer.keys.copy(), self._buffer.vectors.copy())
+        if "refine_keys" in files:
+            raise IncompatibleIndexError(
+                "this faiss-ivfpq index was saved by an earlier development version; rebuild it"
+            )
+        if "labels" not in files:
+            super()._read_files(files)  # the exact buffer, or unrefined lists
+            if self.options["refine_factor"] and self._index is not None:
+                raise ValueError("the options ask for refinement but the file holds no refinement copy")
+            return
+        refined = faiss.read_index(str(files["index"]))
+        labels = np.load(files["labels"], allow_pickle=False)
+        if not isinstance(refined, faiss.IndexRefineFlat) or not self.options["refine_factor"]:
+            raise ValueError(f"expected an IndexRefineFlat, found {type(refined).__name__}")
+        base = faiss.downcast_index(refined.base_index)
+        flat = faiss.downcast_index(refined.refine_index)
+        if not isinstance(base, faiss.IndexIVFPQ) or base.d != self.dim or labels.ndim != 1:
+            raise ValueError(f"refined index wraps {type(base).__name__} of dimension {base.d}")
+        if len(labels) != flat.ntotal or base.ntotal != int((labels >= 0).sum()):
+            raise ValueError(f"{len(labels)} labels for a copy of {flat.ntotal} rows and {base.ntotal} codes")
+        base.nprobe = self.options["nprobe"]
+        refined.k_factor = float(self.options["refine_factor"])
+        self._index, self._refined, self._flat, self._buffer, self._gpu = base, refined, flat, None, None
+        self._load_labels(labels)

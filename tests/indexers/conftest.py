@@ -36,6 +36,13 @@ BACKENDS = [
         exact_keys=False,
         min_recall=0.9,
     ),
+    Backend(  # no float copy: raw PQ scores, the unrefined code path
+        "faiss-ivfpq",
+        {"nlist": 8, "nprobe": 8, "m": 16, "nbits": 6, "train_size": 300, "refine_factor": 0},
+        exact_keys=False,
+        score_tol=0.25,
+        min_recall=0.7,
+    ),
     Backend("usearch-hnsw", {"dtype": "f32"}, exact_keys=False, min_recall=0.95),
     Backend("usearch-hnsw", score_tol=2e-2, exact_keys=False, min_recall=0.9),
     Backend("usearch-hnsw", {"dtype": "i8"}, score_tol=6e-2, exact_keys=False, min_recall=0.8),

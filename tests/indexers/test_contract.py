@@ -322,3 +322,43 @@ def test_loaded_index_accepts_removal_and_addition(backend, rng, tmp_path):
     assert len(loaded) == 410
     # the saved files are untouched by writes to the loaded copy
     assert len(indexers.load_index(tmp_path / "i")) == 500
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("faiss-hnsw", {}),
+        (
+            "faiss-ivfpq",
+            {"nlist": 4, "nprobe": 4, "m": 4, "nbits": 6, "train_size": 200, "refine_factor": 50},
+        ),
+    ],
+)
+def test_compaction_after_mass_removal(kind, options, rng, tmp_path, monkeypatch):
+    """Removing most positions rebuilds the position-labelled structures; answers stay exact-equal."""
+    from indexers import faiss_index
+
+    monkeypatch.setattr(faiss_index, "_COMPACT_MIN_DEAD", 10)
+    x = clustered(rng, 400, DIM)
+    keys = np.arange(400, dtype=np.int64) * 5
+    index = indexers.make_index(kind, DIM, "euclidean", **options)
+    index.add(keys, x)
+    index.remove(keys[:300])
+    assert index._dead == 0 and len(index._labels) == 100  # compacted: only the live rows remain
+    index.add(keys[:20], x[:20])  # re-add some removed keys after the rebuild
+    live = np.concatenate([keys[300:], keys[:20]])
+    live_x = np.concatenate([x[300:], x[:20]])
+    exact = indexers.make_index("exact", DIM, "euclidean")
+    exact.add(live, live_x)
+    q = clustered(rng, 10, DIM)
+    got_k, got_s = index.search(q, 10)
+    want_k, want_s = exact.search(q, 10)
+    if kind == "faiss-ivfpq":  # every list probed and refine_factor * k covers all 120 rows: exact
+        np.testing.assert_array_equal(got_k, want_k)
+    else:
+        assert np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got_k.tolist(), want_k.tolist())]) >= 0.95
+    np.testing.assert_allclose(got_s[:, 0], want_s[:, 0], atol=1e-4)
+    index.save(tmp_path)
+    loaded = indexers.load_index(tmp_path)
+    np.testing.assert_array_equal(loaded.search(q, 10)[0], got_k)
+    assert set(loaded.keys().tolist()) == set(live.tolist())

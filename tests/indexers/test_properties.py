@@ -15,6 +15,8 @@ CONFIGS = {
     "faiss-flat": {},
     "faiss-hnsw": {},
     "faiss-ivf": {"nlist": 4, "nprobe": 4, "train_size": 40},
+    # refine_factor * k covers every stored key here, so the refined answers are exact
+    "faiss-ivfpq": {"nlist": 4, "nprobe": 4, "train_size": 40, "m": 4, "nbits": 4, "refine_factor": 10},
     "usearch-hnsw": {"dtype": "f32"},
     "exact": {"chunk_size": 7},
 }
