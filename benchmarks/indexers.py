@@ -159,6 +159,13 @@ def compare(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
     raw = Raw(kind, x.shape[1])
     ours_row = build_measured(build, len(x))
     raw_row = build_measured(lambda: raw.build(x), len(x))
+    if len(x) / ours_row["build_vps"] < 10:
+        # quick builds: the first one in the process pays for fresh pages; redo both in the other
+        # order and keep each side's best rate (memory growth comes from the first builds)
+        raw_again = build_measured(lambda: raw.build(x), len(x))["build_vps"]
+        ours_again = build_measured(build, len(x))["build_vps"]
+        raw_row["build_vps"] = max(raw_row["build_vps"], raw_again)
+        ours_row["build_vps"] = max(ours_row["build_vps"], ours_again)
     ours = holder["index"]
     timed = search_measured({"ours": lambda q, k: ours.search(q, k)[0], "raw": raw.search}, queries, truth)
     ours_row.update(timed["ours"], file_mb=file_mb(ours.save))

@@ -57,13 +57,15 @@ def make_index(
 
 
 def load_index(
-    directory: str | os.PathLike[str], *, verify: bool = True, expect: IndexSpec | None = None
+    directory: str | os.PathLike[str], *, verify: bool | str = True, expect: IndexSpec | None = None
 ) -> BaseIndex:
     """Load a saved index; the manifest names the backend.
 
     Args:
         directory: what :meth:`BaseIndex.save` wrote.
-        verify: check the native file's CRC (size is always checked).
+        verify: ``True`` checks each file's CRC unless its stat (size, mtime, inode, device) is still the
+            one recorded right after it was written and checksummed; ``"full"`` always recomputes the
+            CRC; ``False`` checks sizes only.
         expect: if given, the saved kind, dim and metric must equal it.
 
     Raises:

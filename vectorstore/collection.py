@@ -660,7 +660,9 @@ class Collection:
                 else:
                     cand = state.search(queries, fetch, matching)
                     keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
-            records = state.hydrate(np.unique(keys[keys >= 0]).tolist())
+            # one query's keys are distinct already; a batch's may repeat across rows
+            found = keys[keys >= 0]
+            records = state.hydrate(found.tolist() if len(keys) == 1 else np.unique(found).tolist())
             hits = pipeline.to_hits(
                 keys,
                 scores,
