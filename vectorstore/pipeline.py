@@ -84,7 +84,7 @@ def _rescore_one(
     metric: str, vectors: ExactIndex, query: np.ndarray, row: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rescore` for one query, in as few numpy calls as the math allows (the latency path)."""
-    if len(row) and row[-1] < 0:  # indexes pad at the end
+    if len(row) and row.min() < 0:  # padding: at the end of the index's part, before any pending keys
         row = row[row >= 0]
     if len(row) == 0:
         return empty_results(1, k)
