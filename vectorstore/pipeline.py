@@ -6,7 +6,6 @@ stored (DESIGN invariant 5), whatever the ANN index returned.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexers.exact import ExactIndex
-from indexers.scoring import empty_results, exact_scores, top_k
+from indexers.scoring import candidate_scores, empty_results, exact_scores, top_k
 from vectorstore.db.repository import StoredRecord
 
 if TYPE_CHECKING:
@@ -66,45 +65,18 @@ def rescore(
 
     Ties are broken by the smaller key, as in every index backend.
     """
-    if len(queries) == 1:
-        return _rescore_one(metric, vectors, queries[0], cand[0], k)
     out_k, out_s = empty_results(len(queries), k)
     for i in range(len(queries)):
-        row = cand[i][cand[i] >= 0]
+        row = cand[i]
+        if len(row) and row.min() < 0:  # padding: at the end of the index's part, before any pending keys
+            row = row[row >= 0]
         if len(row) == 0:
             continue
-        scores = exact_scores(metric, queries[i : i + 1], vectors._vectors_for(row))[0]
+        scores = candidate_scores(metric, queries[i : i + 1], vectors._vectors_for(row)[None])[0]
         order = np.lexsort((row, -scores))[:k]  # a few dozen candidates: a full sort is cheapest
         out_k[i, : len(order)] = row[order]
         out_s[i, : len(order)] = scores[order]
     return out_k, out_s
-
-
-def _rescore_one(
-    metric: str, vectors: ExactIndex, query: np.ndarray, row: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rescore` for one query, in as few numpy calls as the math allows (the latency path)."""
-    if len(row) and row.min() < 0:  # padding: at the end of the index's part, before any pending keys
-        row = row[row >= 0]
-    if len(row) == 0:
-        return empty_results(1, k)
-    vecs = vectors._vectors_for(row)
-    if metric == "cosine":
-        # dot / (|x| |q|): the same cosine as normalising both sides, to float32 rounding
-        norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))
-        q_norm = max(math.sqrt(float(np.dot(query, query))), 1e-12)
-        scores = (vecs @ query) / (np.maximum(norms, 1e-12) * np.float32(q_norm))
-    elif metric == "dot":
-        scores = vecs @ query
-    else:
-        scores = exact_scores(metric, query[None, :], vecs)[0]
-    order = np.lexsort((row, -scores))[:k]  # ties broken by the smaller key, as in every index backend
-    got = len(order)
-    keys, best = row[order], scores[order].astype(np.float32, copy=False)
-    if got < k:
-        keys = np.concatenate([keys, np.full(k - got, -1, dtype=np.int64)])
-        best = np.concatenate([best, np.full(k - got, -np.inf, dtype=np.float32)])
-    return keys[None, :], best[None, :]
 
 
 def to_hits(
