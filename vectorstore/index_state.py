@@ -30,18 +30,6 @@ from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
 __all__ = ["IndexState"]
 
 
-def _load_pair(directory: Path, spec: IndexSpec) -> tuple[BaseIndex, BaseIndex]:
-    """Load (and checksum) the ANN index and the vector cache in parallel: both mostly release the GIL."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        index_future = pool.submit(indexers.load_index, directory / "index", expect=spec)
-        vectors_future = pool.submit(
-            indexers.load_index, directory / "vectors", expect=IndexSpec("exact", spec.dim, "dot", {})
-        )
-        return index_future.result(), vectors_future.result()
-
-
 def _open_probe(engine: Engine) -> sqlite3.Connection | None:
     """A private connection used only to read ``PRAGMA data_version`` (file-backed SQLite only)."""
     if engine.dialect.name != "sqlite":
