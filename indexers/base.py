@@ -123,6 +123,9 @@ class VectorIndex(Protocol):
     def save(self, directory: str | os.PathLike[str], *, sequence: int | None = None) -> Path: ...
 
 
+_NO_KEYS = np.empty(0, dtype=np.int64)
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -221,8 +224,28 @@ class BaseIndex(abc.ABC):
         self._metric = m
         self.options: dict[str, Any] = {**self.defaults, **options}
         self._validate_options()
-        self._keys: set[int] = set()
+        self._key_set: set[int] | None = set()
+        self._loaded_keys = _NO_KEYS  # a loaded index's keys, made into ``_key_set`` on first need
         self.sequence = 0
+
+    @property
+    def _keys(self) -> set[int]:
+        """The stored keys as a set; a loaded index builds it on first use, so loading stays O(files)."""
+        keys = self._key_set
+        if keys is None:
+            keys = self._key_set = set(self._loaded_keys.tolist())
+            self._loaded_keys = _NO_KEYS
+        return keys
+
+    @_keys.setter
+    def _keys(self, keys: set[int]) -> None:
+        self._key_set = keys
+        self._loaded_keys = _NO_KEYS
+
+    def _set_loaded_keys(self, keys: np.ndarray) -> None:
+        """Record the keys of a just-loaded index without building the set yet."""
+        self._key_set = None
+        self._loaded_keys = np.asarray(keys, dtype=np.int64)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -241,13 +264,16 @@ class BaseIndex(abc.ABC):
         return IndexSpec(self.kind, self._dim, self._metric, dict(self.options))
 
     def __len__(self) -> int:
-        return len(self._keys)
+        keys = self._key_set
+        return len(self._loaded_keys) if keys is None else len(keys)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, (int, np.integer)) and int(key) in self._keys
 
     def keys(self) -> np.ndarray:
         """All stored keys (unordered)."""
+        if self._key_set is None:
+            return self._loaded_keys.copy()
         return np.fromiter(self._keys, dtype=np.int64, count=len(self._keys))
 
     def __repr__(self) -> str:
@@ -329,6 +355,7 @@ class BaseIndex(abc.ABC):
             raise DuplicateIDError(
                 f"keys already in the index (remove them first to replace): {present[:10]}"
             )
+        self._before_write()
         self._add(k, v)
         self._keys.update(klist)
 
@@ -338,6 +365,7 @@ class BaseIndex(abc.ABC):
         present = np.unique(np.array([x for x in k.tolist() if x in self._keys], dtype=np.int64))
         if len(present) == 0:
             return 0
+        self._before_write()
         self._remove(present)
         self._keys.difference_update(present.tolist())
         return len(present)
@@ -351,7 +379,7 @@ class BaseIndex(abc.ABC):
         if len(q) == 0:
             return empty_results(0, k)
         if allowed is None:
-            if not self._keys:
+            if not len(self):
                 return empty_results(len(q), k)
             return self._search(q, k)
         # Unknown keys in ``allowed`` are harmless to the backends' filtered searches, so a broad
@@ -506,6 +534,9 @@ class BaseIndex(abc.ABC):
         return index
 
     # ------------------------------------------------------------------ backend hooks
+    def _before_write(self) -> None:  # noqa: B027 - optional hook
+        """Called once input is validated, right before ``_add`` / ``_remove`` change anything."""
+
     @abc.abstractmethod
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Add validated, new keys."""

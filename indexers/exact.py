@@ -234,7 +234,7 @@ class ExactIndex(BaseIndex):
         if keys.ndim != 1 or vecs.shape != (len(keys), self.dim) or vecs.dtype != np.float32:
             raise ValueError(f"arrays have shapes {keys.shape} / {vecs.shape}, dtype {vecs.dtype}")
         self._table = VectorTable.from_arrays(keys, vecs)
-        self._keys = set(keys.tolist())
+        self._set_loaded_keys(keys)
 
 
 def _merge(

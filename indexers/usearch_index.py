@@ -143,4 +143,4 @@ class USearchIndex(BaseIndex):
         if index.ndim != self.dim:
             raise ValueError(f"USearch index has dimension {index.ndim}, manifest says {self.dim}")
         self._index = index
-        self._keys = set(np.asarray(index.keys).astype(np.int64).tolist())
+        self._set_loaded_keys(np.asarray(index.keys).astype(np.int64))

@@ -402,3 +402,60 @@ def test_unchanged_files_skip_the_checksum_pass(rng, tmp_path, monkeypatch):
         indexers.load_index(tmp_path, verify="full")
     with pytest.raises(InvalidInputError, match="verify"):
         indexers.load_index(tmp_path, verify="sometimes")
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [
+        ("faiss-flat", {}),
+        ("faiss-hnsw", {}),
+        (
+            "faiss-ivfpq",
+            {"nlist": 4, "nprobe": 4, "m": 4, "nbits": 6, "train_size": 200, "refine_factor": 50},
+        ),
+    ],
+)
+def test_mapped_faiss_load_outlives_its_files(kind, options, rng, tmp_path):
+    """Loading maps the flat storage; a later save that replaces the files leaves the mapping valid,
+    and the first write takes a private copy that then answers like an index that was never saved."""
+    x = clustered(rng, 400, DIM)
+    q = clustered(rng, 8, DIM)
+    index = indexers.make_index(kind, DIM, "cosine", **options)
+    index.add(np.arange(300), x[:300])
+    index.save(tmp_path)
+    first_files = {p.name for p in tmp_path.iterdir()}
+    loaded = indexers.load_index(tmp_path)
+    assert loaded._mapped
+    want_k, want_s = index.search(q, 10)
+    index.add(np.arange(300, 350), x[300:350])
+    index.save(tmp_path)  # replaces (unlinks) the files that ``loaded`` maps
+    assert not first_files & {p.name for p in tmp_path.iterdir() if p.name != "manifest.json"}
+    got_k, got_s = loaded.search(q, 10)
+    np.testing.assert_array_equal(got_k, want_k)
+    np.testing.assert_allclose(got_s, want_s, atol=1e-6)
+    loaded.add(np.arange(300, 350), x[300:350])
+    assert not loaded._mapped
+    loaded.remove(np.arange(0, 300, 3))
+    index.remove(np.arange(0, 300, 3))
+    np.testing.assert_array_equal(loaded.search(q, 10)[0], index.search(q, 10)[0])
+
+
+def test_loading_defers_per_key_work(backend, rng, tmp_path):
+    """A load builds no per-key Python structures: searching a loaded index leaves them unbuilt, and
+    length, keys, membership and the duplicate check still answer from the saved keys."""
+    x = clustered(rng, 300, DIM)
+    keys = np.arange(300, dtype=np.int64) * 3
+    index = _make(backend)
+    index.add(keys, x)
+    index.save(tmp_path)
+    loaded = indexers.load_index(tmp_path)
+    loaded.search(x[:3], 5)
+    assert loaded._key_set is None
+    if len(getattr(loaded, "_labels", ())):  # position-labelled (faiss-hnsw, refined faiss-ivfpq)
+        assert loaded._internal_map is None
+    assert len(loaded) == 300
+    assert sorted(loaded.keys().tolist()) == keys.tolist()
+    assert 3 in loaded and 4 not in loaded
+    with pytest.raises(DuplicateIDError):
+        loaded.add([6], x[:1])
+    assert loaded._key_set is not None and len(loaded) == 300
