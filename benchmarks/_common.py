@@ -6,6 +6,8 @@ script's folder first on the import path; this module puts the repository root t
 
 from __future__ import annotations
 
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,3 +89,19 @@ def sts_derived(n: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, list[st
     exact.add(np.arange(len(vectors)), vectors)
     truth, _ = exact.search(queries, 10)
     return vectors, queries, [base_s[i] for i in sources], truth
+
+
+def fresh_process_seconds(python: str, args: list[str], runs: int = 3) -> float:
+    """Median over ``runs`` fresh interpreters of the seconds each prints as its last stdout line.
+
+    Reopening is what a restarted process pays, so it is timed in a new interpreter; each script
+    imports its library and opens a scratch database before starting its clock, so one-time import
+    and initialisation costs are left out equally for every system.
+    """
+    times = []
+    for _ in range(runs):
+        proc = subprocess.run([python, *args], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"reopen run failed: {proc.stderr[-2000:]}")
+        times.append(float(proc.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
