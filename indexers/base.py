@@ -263,6 +263,12 @@ class BaseIndex(abc.ABC):
         """Kind, dim, metric and options of this index."""
         return IndexSpec(self.kind, self._dim, self._metric, dict(self.options))
 
+    @property
+    def scores_are_exact(self) -> bool:
+        """Whether :meth:`search` scores are the exact similarity of the vectors as added, to float32
+        rounding (an index that keeps them at full precision), so a caller need not rescore them."""
+        return False
+
     def __len__(self) -> int:
         keys = self._key_set
         return len(self._loaded_keys) if keys is None else len(keys)

@@ -163,6 +163,10 @@ class ExactIndex(BaseIndex):
     kind = "exact"
     defaults: ClassVar[dict[str, Any]] = {"chunk_size": 65536, "device": "auto"}
 
+    @property
+    def scores_are_exact(self) -> bool:
+        return True
+
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
         self._table = VectorTable(self.dim)

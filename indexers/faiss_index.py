@@ -102,6 +102,15 @@ class _FaissBase(BaseIndex):
     def _take_ownership(self) -> None:
         self._index = _owned_copy(self._index)
 
+    @property
+    def scores_are_exact(self) -> bool:
+        # Inner products over the float32 vectors as added (normalised for cosine). L2 may go through
+        # FAISS's |q|² - 2q·x + |x|² expansion, which cancels badly for near neighbours: not claimed.
+        return self._metric in ("cosine", "dot") and self._full_precision()
+
+    def _full_precision(self) -> bool:
+        return True
+
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
         return normalize_rows(vectors) if self.metric == "cosine" else vectors
 
@@ -724,6 +733,9 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
         refined.k_factor = float(self.options["refine_factor"])
         self._index, self._refined, self._flat = base, refined, faiss.downcast_index(refined.refine_index)
         self._buffer, self._gpu = None, None
+
+    def _full_precision(self) -> bool:
+        return bool(self.options["refine_factor"])  # refined scores come from the float32 copy
 
     def _take_ownership(self) -> None:
         if self._refined is None:

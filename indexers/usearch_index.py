@@ -58,6 +58,10 @@ class USearchIndex(BaseIndex):
             raise UnsupportedMetricError(f"usearch dtype 'i8' needs the cosine metric, got {self.metric!r}")
 
     @property
+    def scores_are_exact(self) -> bool:
+        return bool(self.options["dtype"] == "f32") and self.metric in ("cosine", "dot")
+
+    @property
     def _binary(self) -> bool:
         return bool(self.options["dtype"] == "b1")
 

@@ -599,8 +599,9 @@ class Collection:
         """Nearest records to a query (text, embedded with the model's query prompt) or to query vectors.
 
         Stages: candidates from the ANN index (``max(k * oversample, candidates)`` of them; a filter that
-        selects few rows is answered exactly over those rows instead) -> exact rescoring on the stored
-        float32 vectors -> hydration of ids, documents and metadata in one SQL round trip -> optional
+        selects few rows is answered exactly over those rows instead) -> exact scores on the stored
+        float32 vectors (recomputed, unless the index keeps full-precision vectors and its scores are
+        already exact) -> hydration of ids, documents and metadata in one SQL round trip -> optional
         cross-encoder rerank of the best ``rerank_k`` by similarity.
 
         Args:
@@ -646,8 +647,7 @@ class Collection:
         with state.lock:
             if not filtered:
                 if len(queries):
-                    cand = state.search(queries, fetch, None)
-                    keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
+                    keys, scores = self._candidates(queries, fetch, None, k)
                 else:
                     keys, scores = np.empty((0, k), np.int64), np.empty((0, k), np.float32)
             else:
@@ -658,8 +658,7 @@ class Collection:
                     matching = matching[state.vectors.contains_many(matching)]
                     keys, scores = pipeline.exact_over(self.metric, state.vectors, queries, matching, k)
                 else:
-                    cand = state.search(queries, fetch, matching)
-                    keys, scores = pipeline.rescore(self.metric, state.vectors, queries, cand, k)
+                    keys, scores = self._candidates(queries, fetch, matching, k)
             # one query's keys are distinct already; a batch's may repeat across rows
             found = keys[keys >= 0]
             records = state.hydrate(found.tolist() if len(keys) == 1 else np.unique(found).tolist())
@@ -676,6 +675,22 @@ class Collection:
             texts = [query] if isinstance(query, str) else list(query)
             hits = pipeline.rerank(hits, texts, cross_encoder, final_k, keep_documents="documents" in inc)
         return hits[0] if single else hits
+
+    def _candidates(
+        self, queries: np.ndarray, fetch: int, allowed: np.ndarray | None, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """ANN candidates -> the best ``k`` by exact score (caller holds the state lock).
+
+        An index with full-precision vectors (``scores_are_exact``: exact, the FAISS flat, HNSW, IVF
+        and refined IVF-PQ kinds and USearch f32, for cosine and dot) already returns exact scores, so
+        its ranking is used as it is; any other index's candidates are rescored from the vector cache.
+        """
+        state = self._state
+        if state.index.scores_are_exact:
+            cand, scores = state.search_scored(queries, fetch, allowed)
+            return pipeline.best_scored(cand, scores, fetch, k)
+        cand = state.search(queries, fetch, allowed)
+        return pipeline.rescore(self.metric, state.vectors, queries, cand, k)
 
     @property
     def reranker_name(self) -> str | None:

@@ -221,20 +221,29 @@ class IndexState:
             pass
 
     def search(self, queries: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
-        """Candidate keys ``[q, <=2n]``: the ANN index's best ``n`` plus the best ``n`` not-yet-indexed ones."""
+        """Candidate keys ``[q, n or 2n]``: the ANN index's best ``n`` plus the best ``n`` not-yet-indexed ones."""
+        return self.search_scored(queries, n, allowed)[0]
+
+    def search_scored(
+        self, queries: np.ndarray, n: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with the scores: the index's own for its part, exact ones for pending keys.
+
+        Each part is sorted best-first; the width is ``2n`` only when pending keys were scanned.
+        """
         with self.lock:
-            keys, _ = self.index.search(queries, n, allowed=allowed)
+            keys, scores = self.index.search(queries, n, allowed=allowed)
             if not self.pending:
-                return keys
+                return keys, scores
             pend = np.fromiter(self.pending, dtype=np.int64, count=len(self.pending))
             if allowed is not None:
                 pend = pend[np.isin(pend, allowed)]
             if len(pend) == 0:
-                return keys
-            extra, _ = top_k(
+                return keys, scores
+            extra, extra_scores = top_k(
                 exact_scores(self.spec.metric, queries, self.vectors._vectors_for(pend)), pend, n
             )
-            return np.concatenate([keys, extra], axis=1)
+            return np.concatenate([keys, extra], axis=1), np.concatenate([scores, extra_scores], axis=1)
 
     def _maybe_persist(self) -> None:
         if self.pending:

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexers.exact import ExactIndex
-from indexers.scoring import candidate_scores, empty_results, exact_scores, top_k
+from indexers.scoring import candidate_scores, empty_results, exact_scores, pad_results, top_k
 from vectorstore.db.repository import StoredRecord
 
 if TYPE_CHECKING:
     from vectorstore.models.cross_encoder import CrossEncoder
 
-__all__ = ["Hit", "exact_over", "rerank", "rescore", "to_hits"]
+__all__ = ["Hit", "best_scored", "exact_over", "rerank", "rescore", "to_hits"]
 
 # A filter matching at most this many rows (or this fraction of the collection) is answered exactly.
 EXACT_FILTER_MAX = 20_000
@@ -77,6 +77,20 @@ def rescore(
         out_k[i, : len(order)] = row[order]
         out_s[i, : len(order)] = scores[order]
     return out_k, out_s
+
+
+def best_scored(cand: np.ndarray, scores: np.ndarray, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` of candidates whose scores are already exact (an index that keeps full-precision
+    vectors: rescoring them would recompute the same numbers).
+
+    ``cand`` / ``scores`` are :meth:`IndexState.search_scored` rows: ``n`` sorted index results, then
+    possibly ``n`` sorted pending ones, which are merged in. Ties go to the smaller key, as in
+    :func:`rescore`.
+    """
+    if cand.shape[1] <= n:  # the index's rows alone: sorted, ties by key already
+        return pad_results(cand, scores, k)
+    order = np.lexsort((np.where(cand < 0, np.iinfo(np.int64).max, cand), -scores), axis=1)[:, :k]
+    return pad_results(np.take_along_axis(cand, order, axis=1), np.take_along_axis(scores, order, axis=1), k)
 
 
 def to_hits(

@@ -459,3 +459,34 @@ def test_loading_defers_per_key_work(backend, rng, tmp_path):
     with pytest.raises(DuplicateIDError):
         loaded.add([6], x[:1])
     assert loaded._key_set is not None and len(loaded) == 300
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean", "manhattan"])
+def test_exact_score_claim_holds(backend, rng, metric):
+    """An index that claims ``scores_are_exact`` (the store then skips rescoring) returns the float64
+    oracle's similarity for every hit, to float32 rounding; lossy storage never claims it."""
+    if metric not in _metrics(backend):
+        return
+    index = _make(backend, metric)
+    lossy = backend.options.get("dtype", "f16" if backend.kind == "usearch-hnsw" else "f32") != "f32" or (
+        backend.kind == "faiss-ivfpq" and backend.options.get("refine_factor") == 0
+    )
+    # the numpy oracle is exact for every metric; FAISS may take L2 through a cancelling expansion
+    assert index.scores_are_exact == (backend.kind == "exact" or (metric in ("cosine", "dot") and not lossy))
+    if not index.scores_are_exact:
+        return
+    x = clustered(rng, N, DIM) * rng.uniform(0.5, 3.0, (N, 1)).astype(np.float32)  # not unit length
+    index.add(np.arange(N), x)
+    q = clustered(rng, 20, DIM)
+    keys, scores = index.search(q, 10)
+    for row_k, row_s, qv in zip(keys, scores, q.astype(np.float64)):
+        xv = x[row_k].astype(np.float64)
+        if metric == "euclidean":
+            truth = -np.linalg.norm(xv - qv, axis=1)
+        elif metric == "manhattan":
+            truth = -np.abs(xv - qv).sum(axis=1)
+        else:
+            truth = xv @ qv
+            if metric == "cosine":
+                truth /= np.linalg.norm(xv, axis=1) * np.linalg.norm(qv)
+        np.testing.assert_allclose(row_s, truth, rtol=2e-6, atol=2e-6 * max(1.0, np.abs(truth).max()))
