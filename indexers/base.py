@@ -352,10 +352,18 @@ class BaseIndex(abc.ABC):
             raise InvalidInputError(f"got {len(k)} keys for {len(v)} vectors")
         if len(k) == 0:
             return
-        klist = k.tolist()
-        if len(set(klist)) != len(klist):
+        # a strictly increasing batch (the usual bulk load) cannot repeat a key: one vectorised check
+        increasing = len(k) == 1 or bool((k[1:] > k[:-1]).all())
+        if not increasing and len(np.unique(k)) != len(k):
             uniq, counts = np.unique(k, return_counts=True)
             raise DuplicateIDError(f"keys repeated within the batch: {uniq[counts > 1][:10].tolist()}")
+        if len(self) == 0:
+            # into an empty index: the key set is built on first need, as after a load
+            self._before_write()
+            self._add(k, v)
+            self._set_loaded_keys(k.copy())
+            return
+        klist = k.tolist()
         if not self._keys.isdisjoint(klist):
             present = [x for x in klist if x in self._keys]
             raise DuplicateIDError(

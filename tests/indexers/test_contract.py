@@ -490,3 +490,19 @@ def test_exact_score_claim_holds(backend, rng, metric):
             if metric == "cosine":
                 truth /= np.linalg.norm(xv, axis=1) * np.linalg.norm(qv)
         np.testing.assert_allclose(row_s, truth, rtol=2e-6, atol=2e-6 * max(1.0, np.abs(truth).max()))
+
+
+def test_bulk_add_into_empty_index_keeps_duplicate_checks(backend, rng):
+    """The first add into an empty index defers the key set; repeats are still refused, in order or not."""
+    x = clustered(rng, 40, DIM)
+    index = _make(backend)
+    with pytest.raises(DuplicateIDError, match="repeated"):
+        index.add([5, 1, 5], x[:3])  # not increasing: the full check
+    assert len(index) == 0
+    index.add(np.arange(0, 60, 2), x[:30])  # strictly increasing into an empty index
+    assert index._key_set is None and len(index) == 30
+    with pytest.raises(DuplicateIDError, match="already"):
+        index.add([1, 3, 58], x[30:33])  # 58 is stored
+    assert len(index) == 30 and 1 not in index and 58 in index
+    index.add([1, 3], x[30:32])
+    assert len(index) == 32 and sorted(index.keys().tolist())[:3] == [0, 1, 2]
