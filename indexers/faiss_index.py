@@ -69,6 +69,10 @@ def _check_device(options: dict[str, Any]) -> None:
         raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {options['device']!r}")
 
 
+# Zero-copy loading of flat storage, where this FAISS build offers it; otherwise files are read into memory.
+_MMAP_FLAG: int | None = getattr(faiss, "IO_FLAG_MMAP_IFC", None)
+
+
 def _owned_copy(index: Any) -> Any:
     """A copy of ``index`` that owns all of its storage (a serialise / deserialise round trip)."""
     return faiss.deserialize_index(faiss.serialize_index(index))
@@ -83,9 +87,9 @@ class _FaissBase(BaseIndex):
     _index: Any
 
     def _read_index(self, path: Path) -> Any:
-        self._mapped = self._map_on_load
-        if self._map_on_load:
-            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        self._mapped = self._map_on_load and _MMAP_FLAG is not None
+        if self._mapped:
+            return faiss.read_index(str(path), _MMAP_FLAG)
         return faiss.read_index(str(path))
 
     def _before_write(self) -> None:

@@ -506,3 +506,19 @@ def test_bulk_add_into_empty_index_keeps_duplicate_checks(backend, rng):
     assert len(index) == 30 and 1 not in index and 58 in index
     index.add([1, 3], x[30:32])
     assert len(index) == 32 and sorted(index.keys().tolist())[:3] == [0, 1, 2]
+
+
+def test_faiss_without_mapped_loading_reads_files_into_memory(rng, tmp_path, monkeypatch):
+    """FAISS builds without IO_FLAG_MMAP_IFC load the same index, unmapped."""
+    from indexers import faiss_index
+
+    monkeypatch.setattr(faiss_index, "_MMAP_FLAG", None)
+    x = clustered(rng, 200, DIM)
+    index = indexers.make_index("faiss-hnsw", DIM, "cosine")
+    index.add(np.arange(200), x)
+    index.save(tmp_path)
+    loaded = indexers.load_index(tmp_path)
+    assert not loaded._mapped
+    np.testing.assert_array_equal(loaded.search(x[:5], 5)[0], index.search(x[:5], 5)[0])
+    loaded.add([500], x[:1])
+    assert len(loaded) == 201
