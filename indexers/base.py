@@ -126,6 +126,13 @@ class VectorIndex(Protocol):
 _NO_KEYS = np.empty(0, dtype=np.int64)
 
 
+def require_finite(arr: np.ndarray, what: str) -> None:
+    """The exact NaN/inf check, naming the first bad entry."""
+    if arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise InvalidVectorError(f"{what} contain NaN or inf (first at row {bad[0]}, column {bad[1]})")
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -264,6 +271,12 @@ class BaseIndex(abc.ABC):
         return IndexSpec(self.kind, self._dim, self._metric, dict(self.options))
 
     @property
+    def _add_checks_finite(self) -> bool:
+        """True when ``_add`` itself rejects NaN/inf (through :func:`require_finite` or an equivalent
+        pass) before changing anything, so :meth:`add` skips its own pass over the vectors."""
+        return False
+
+    @property
     def scores_are_exact(self) -> bool:
         """Whether :meth:`search` scores are the exact similarity of the vectors as added, to float32
         rounding (an index that keeps them at full precision), so a caller need not rescore them."""
@@ -310,14 +323,16 @@ class BaseIndex(abc.ABC):
         sums = np.dot(vectors, self._ones)
         return math.isfinite(sums[0]) if len(sums) == 1 else bool(np.isfinite(sums).all())
 
-    def _check_vectors(self, vectors: Any, what: str = "vectors") -> np.ndarray:
+    def _check_vectors(self, vectors: Any, what: str = "vectors", finite: bool = True) -> np.ndarray:
+        """Validated C-contiguous float32 ``[n, dim]``; ``finite=False`` leaves the NaN/inf check of
+        well-formed float32 input to the caller (an add whose normalisation pass checks it instead)."""
         if (
             type(vectors) is np.ndarray
             and vectors.dtype is _FLOAT32
             and vectors.ndim == 2
             and vectors.shape[1] == self._dim
             and vectors.flags.c_contiguous
-            and self._all_finite(vectors)
+            and (not finite or self._all_finite(vectors))
         ):
             return vectors  # the common case, decided with one numpy reduction
         try:
@@ -333,9 +348,7 @@ class BaseIndex(abc.ABC):
         if arr.size and not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise InvalidVectorError(f"{what} must be numeric, got dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if arr.size and not np.isfinite(arr).all():
-            bad = np.argwhere(~np.isfinite(arr))[0]
-            raise InvalidVectorError(f"{what} contain NaN or inf (first at row {bad[0]}, column {bad[1]})")
+        require_finite(arr, what)
         return arr
 
     # ------------------------------------------------------------------ public operations
@@ -347,7 +360,7 @@ class BaseIndex(abc.ABC):
             DimensionMismatchError, InvalidVectorError, InvalidIDError: bad input.
         """
         k = self._check_keys(keys)
-        v = self._check_vectors(vectors)
+        v = self._check_vectors(vectors, finite=not self._add_checks_finite)
         if len(k) != len(v):
             raise InvalidInputError(f"got {len(k)} keys for {len(v)} vectors")
         if len(k) == 0:

@@ -17,6 +17,7 @@ __all__ = [
     "candidate_scores",
     "check_metric",
     "exact_scores",
+    "normalize_finite_rows",
     "normalize_rows",
     "order_results",
     "pad_results",
@@ -42,10 +43,29 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
         # a single query: one dot product and one division, the fewest numpy calls on the hot path
         row = x[0]
         return x / np.float32(max(math.sqrt(float(np.dot(row, row))), 1e-12))
-    # what np.linalg.norm(x, axis=1) computes, without its dispatch
-    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
+    return _divide_by_norms(x, _row_norms(x))
+
+
+def _row_norms(x: np.ndarray) -> np.ndarray:
+    # what np.linalg.norm(x, axis=1, keepdims=True) computes, without its dispatch
+    return np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
+
+
+def _divide_by_norms(x: np.ndarray, norms: np.ndarray) -> np.ndarray:
     np.maximum(norms, 1e-12, out=norms)
     return (x / norms).astype(np.float32, copy=False)
+
+
+def normalize_finite_rows(x: np.ndarray) -> np.ndarray | None:
+    """:func:`normalize_rows`, or ``None`` when some row's norm is not finite (a NaN or inf entry, or
+    a sum of squares that overflows): the normalisation pass doubles as the finiteness check."""
+    if x.shape[0] == 1 and x.dtype == np.float32:
+        out = normalize_rows(x)
+        return out if math.isfinite(float(np.dot(x[0], x[0]))) else None
+    norms = _row_norms(x)
+    if not np.isfinite(norms).all():
+        return None
+    return _divide_by_norms(x, norms)
 
 
 def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:

@@ -522,3 +522,27 @@ def test_faiss_without_mapped_loading_reads_files_into_memory(rng, tmp_path, mon
     np.testing.assert_array_equal(loaded.search(x[:5], 5)[0], index.search(x[:5], 5)[0])
     loaded.add([500], x[:1])
     assert len(loaded) == 201
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_nan_or_inf_in_a_later_add_changes_nothing(backend, rng, metric):
+    """Whichever pass checks finiteness (add's own or the cosine normalisation), a bad batch is refused
+    whole; finite vectors whose squares overflow float32 are still accepted."""
+    if metric not in _metrics(backend):
+        return
+    x = clustered(rng, 100, DIM)
+    index = _make(backend, metric)
+    index.add(np.arange(50), x[:50])
+    before = index.search(x[:5], 5)
+    for bad_value in (np.nan, np.inf, -np.inf):
+        bad = x[50:60].copy()
+        bad[7, 3] = bad_value
+        with pytest.raises(InvalidVectorError, match="row 7, column 3"):
+            index.add(np.arange(50, 60), bad)
+        assert len(index) == 50 and 55 not in index
+    np.testing.assert_array_equal(index.search(x[:5], 5)[0], before[0])
+    if metric == "cosine" and backend.options.get("dtype", "f32") in ("f32", "f16"):
+        huge = np.full((1, DIM), 1e30, dtype=np.float32)  # finite; its squared norm overflows
+        with np.errstate(over="ignore"):
+            index.add([99], huge)
+        assert 99 in index and len(index) == 51
