@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from indexers.base import BaseIndex, save_arrays
-from indexers.scoring import exact_scores, normalize_rows, top_k
+from indexers.scoring import exact_scores, normalize_rows, sort_rows, top_k
 from vectorstore.errors import InvalidInputError
 
 __all__ = ["ExactIndex", "VectorTable"]
@@ -224,7 +224,10 @@ class ExactIndex(BaseIndex):
             if best_k is None or best_s is None:
                 best_k, best_s = ck, cs
             else:
-                best_k, best_s = _merge(best_k, best_s, ck, cs, k)
+                # merge two sorted, padded top-k results row by row
+                best_k, best_s = sort_rows(
+                    np.concatenate([best_k, ck], axis=1), np.concatenate([best_s, cs], axis=1), k
+                )
         assert best_k is not None and best_s is not None
         return best_k, best_s
 
@@ -239,13 +242,3 @@ class ExactIndex(BaseIndex):
             raise ValueError(f"arrays have shapes {keys.shape} / {vecs.shape}, dtype {vecs.dtype}")
         self._table = VectorTable.from_arrays(keys, vecs)
         self._set_loaded_keys(keys)
-
-
-def _merge(
-    ak: np.ndarray, as_: np.ndarray, bk: np.ndarray, bs: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge two sorted, padded top-k results row by row."""
-    keys = np.concatenate([ak, bk], axis=1)
-    scores = np.concatenate([as_, bs], axis=1)
-    order = np.lexsort((np.where(keys < 0, np.iinfo(np.int64).max, keys), -scores), axis=1)[:, :k]
-    return np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)

@@ -111,10 +111,7 @@ class _FaissBase(BaseIndex):
     def scores_are_exact(self) -> bool:
         # Inner products over the float32 vectors as added (normalised for cosine). L2 may go through
         # FAISS's |q|² - 2q·x + |x|² expansion, which cancels badly for near neighbours: not claimed.
-        return self._metric in ("cosine", "dot") and self._full_precision()
-
-    def _full_precision(self) -> bool:
-        return True
+        return self._metric in ("cosine", "dot")
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
         return normalize_rows(vectors) if self.metric == "cosine" else vectors
@@ -227,6 +224,7 @@ class FaissFlatIndex(_FaissBase):
 
 
 _COMPACT_MIN_DEAD = 1000  # dead rows tolerated before a rebuild, whatever their share
+_SENTINEL = np.array([-1], dtype=np.int64)
 
 
 class _PositionLabels:
@@ -243,7 +241,7 @@ class _PositionLabels:
     _skip_dead: tuple[Any, Any] | None  # (IDSelectorBatch of dead positions, its negation), cached
 
     def _reset_labels(self) -> None:
-        self._set_labels(np.empty(0, dtype=np.int64))
+        self._set_key_of(np.array([-1], dtype=np.int64))
         self._internal_map = {}
         self._dead = 0
 
@@ -255,14 +253,14 @@ class _PositionLabels:
             self._internal_map = dict(zip(self._labels[live].tolist(), live.tolist()))
         return self._internal_map
 
-    def _set_labels(self, labels: np.ndarray) -> None:
-        self._key_of = np.append(labels.astype(np.int64, copy=False), np.int64(-1))
-        self._labels = self._key_of[:-1]
+    def _set_key_of(self, key_of: np.ndarray) -> None:
+        self._key_of = key_of  # the labels plus the trailing -1 sentinel
+        self._labels = key_of[:-1]
         self._skip_dead = None
 
     def _append_labels(self, start: int, keys: np.ndarray) -> None:
         internal = self._internal
-        self._set_labels(np.concatenate([self._labels, keys]))
+        self._set_key_of(np.concatenate([self._labels, keys, _SENTINEL]))
         for i, key in enumerate(keys.tolist()):
             internal[key] = start + i
 
@@ -291,12 +289,19 @@ class _PositionLabels:
             return np.fromiter((internal[k] for k in keys.tolist() if k in internal), dtype=np.int64)
         return np.fromiter((internal[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
 
+    def _live_entries(self, storage: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """(live keys, their prepared vectors reconstructed from ``storage``, None when none live)."""
+        live = np.nonzero(self._labels >= 0)[0]
+        keys = self._labels[live].copy()
+        vectors = storage.reconstruct_batch(live) if len(live) else None
+        return keys, None if vectors is None else np.ascontiguousarray(vectors, dtype=np.float32)
+
     def _needs_compaction(self) -> bool:
         return self._dead > _COMPACT_MIN_DEAD and self._dead * 2 > len(self._labels)
 
     def _load_labels(self, labels: np.ndarray) -> np.ndarray:
         """Adopt saved labels (no per-key work: the key map is built on first use); returns the live keys."""
-        self._set_labels(labels)
+        self._set_key_of(np.concatenate([labels.astype(np.int64, copy=False), _SENTINEL]))
         live_keys = self._labels[self._labels >= 0]
         self._internal_map = None
         self._dead = len(self._labels) - len(live_keys)
@@ -343,14 +348,12 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
             self._compact()
 
     def _compact(self) -> None:
-        live = np.nonzero(self._labels >= 0)[0]
-        keys = self._labels[live].copy()
-        vectors = self._index.reconstruct_batch(live) if len(live) else None
+        keys, vectors = self._live_entries(self._index)
         logger.info("faiss-hnsw: rebuilding graph without %d removed vectors", self._dead)
         self._reset_graph()
         if vectors is not None:
             # vectors are already prepared (normalised for cosine); add them as they are
-            self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._index.add(vectors)
             self._append_labels(0, keys)
 
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
@@ -390,10 +393,6 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
         path = directory / f"index-{tag}.faiss"
         faiss.write_index(self._index, str(path))
         return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
-
-    def _take_ownership(self) -> None:
-        super()._take_ownership()
-        self._index.hnsw.efSearch = self.options["efSearch"]
 
     def _read_files(self, files: dict[str, Path]) -> None:
         index = self._read_index(files["index"])
@@ -647,11 +646,7 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
             return
         base = self._new_ivf()
         base.train(vectors[: self.train_size])
-        base.nprobe = self.options["nprobe"]
-        refined = faiss.IndexRefineFlat(base)
-        refined.k_factor = float(self.options["refine_factor"])
-        self._index, self._refined, self._flat = base, refined, faiss.downcast_index(refined.refine_index)
-        self._buffer = None
+        self._adopt_refined(faiss.IndexRefineFlat(base))
         self._append(keys, vectors)
 
     def _append(self, keys: np.ndarray, prepared: np.ndarray) -> None:
@@ -675,14 +670,12 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
             return
         self._index.remove_ids(faiss.IDSelectorBatch(self._drop_labels(keys)))
         if self._needs_compaction():
-            live = np.nonzero(self._labels >= 0)[0]
-            live_keys = self._labels[live].copy()
-            vectors = self._flat.reconstruct_batch(live) if len(live) else None
+            live_keys, vectors = self._live_entries(self._flat)
             logger.info("faiss-ivfpq: compacting the refinement copy (%d removed rows)", self._dead)
             self._refined.reset()  # empties lists and copy, keeps the trained quantizers
             self._reset_labels()
             if vectors is not None:
-                self._append(live_keys, np.ascontiguousarray(vectors, dtype=np.float32))
+                self._append(live_keys, vectors)
 
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
         if self._refined is None:
@@ -759,12 +752,14 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
         self._index, self._refined, self._flat = base, refined, faiss.downcast_index(refined.refine_index)
         self._buffer, self._gpu = None, None
 
-    def _full_precision(self) -> bool:
-        return bool(self.options["refine_factor"])  # refined scores come from the float32 copy
+    @property
+    def scores_are_exact(self) -> bool:
+        # refined scores come from the float32 copy; raw PQ scores are approximate
+        return super().scores_are_exact and bool(self.options["refine_factor"])
 
     def _take_ownership(self) -> None:
+        # the copy keeps nprobe, efSearch and k_factor (FAISS serialises them); only the handles move
         if self._refined is None:
             super()._take_ownership()
-            self._index.nprobe = self.options["nprobe"]
         else:
             self._adopt_refined(_owned_copy(self._refined))

@@ -21,6 +21,7 @@ __all__ = [
     "normalize_rows",
     "order_results",
     "pad_results",
+    "sort_rows",
     "top_k",
 ]
 
@@ -41,9 +42,12 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Unit-L2 rows (zero rows stay zero), float32."""
     if x.shape[0] == 1 and x.dtype == np.float32:
         # a single query: one dot product and one division, the fewest numpy calls on the hot path
-        row = x[0]
-        return x / np.float32(max(math.sqrt(float(np.dot(row, row))), 1e-12))
+        return _divide_one(x, float(np.dot(x[0], x[0])))
     return _divide_by_norms(x, _row_norms(x))
+
+
+def _divide_one(x: np.ndarray, squared_norm: float) -> np.ndarray:
+    return x / np.float32(max(math.sqrt(squared_norm), 1e-12))
 
 
 def _row_norms(x: np.ndarray) -> np.ndarray:
@@ -60,8 +64,8 @@ def normalize_finite_rows(x: np.ndarray) -> np.ndarray | None:
     """:func:`normalize_rows`, or ``None`` when some row's norm is not finite (a NaN or inf entry, or
     a sum of squares that overflows): the normalisation pass doubles as the finiteness check."""
     if x.shape[0] == 1 and x.dtype == np.float32:
-        out = normalize_rows(x)
-        return out if math.isfinite(float(np.dot(x[0], x[0]))) else None
+        squared = float(np.dot(x[0], x[0]))
+        return _divide_one(x, squared) if math.isfinite(squared) else None
     norms = _row_norms(x)
     if not np.isfinite(norms).all():
         return None
@@ -138,6 +142,13 @@ def _has_ties(scores: np.ndarray) -> bool:
     return bool((scores[:, 1:] == scores[:, :-1]).any())
 
 
+def sort_rows(keys: np.ndarray, scores: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row best-first, equal scores by the smaller key, padding (``-1`` / ``-inf``) last; the
+    first ``k`` columns when ``k`` is given. The one ordering every backend and merge agrees on."""
+    order = np.lexsort((np.where(keys < 0, np.iinfo(np.int64).max, keys), -scores), axis=1)[:, :k]
+    return np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)
+
+
 def order_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Backend results already sorted best-first, with equal scores re-ordered by the smaller key, padded to ``k``.
 
@@ -145,9 +156,7 @@ def order_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndar
     the common case and keeps the single-query path to a couple of numpy calls.
     """
     if keys.shape[1] > 1 and _has_ties(scores):
-        safe = np.where(keys < 0, np.iinfo(np.int64).max, keys)
-        order = np.lexsort((safe, -scores), axis=1)
-        keys, scores = np.take_along_axis(keys, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        keys, scores = sort_rows(keys, scores)
     return pad_results(keys, scores, k)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from indexers.exact import ExactIndex
-from indexers.scoring import candidate_scores, empty_results, exact_scores, pad_results, top_k
+from indexers.scoring import candidate_scores, empty_results, exact_scores, pad_results, sort_rows, top_k
 from vectorstore.db.repository import StoredRecord
 
 if TYPE_CHECKING:
@@ -89,8 +89,7 @@ def best_scored(cand: np.ndarray, scores: np.ndarray, n: int, k: int) -> tuple[n
     """
     if cand.shape[1] <= n:  # the index's rows alone: sorted, ties by key already
         return pad_results(cand, scores, k)
-    order = np.lexsort((np.where(cand < 0, np.iinfo(np.int64).max, cand), -scores), axis=1)[:, :k]
-    return pad_results(np.take_along_axis(cand, order, axis=1), np.take_along_axis(scores, order, axis=1), k)
+    return pad_results(*sort_rows(cand, scores, k), k)
 
 
 def to_hits(
