@@ -24,13 +24,11 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
-from indexers.base import BaseIndex, require_finite, save_arrays
+from indexers.base import BaseIndex, save_arrays, unit_rows_checked
 from indexers.exact import VectorTable
 from indexers.scoring import (
     empty_results,
     exact_scores,
-    normalize_finite_rows,
-    normalize_rows,
     order_results,
     pad_results,
     top_k,
@@ -113,26 +111,14 @@ class _FaissBase(BaseIndex):
         # FAISS's |q|² - 2q·x + |x|² expansion, which cancels badly for near neighbours: not claimed.
         return self._metric in ("cosine", "dot")
 
-    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
-        return normalize_rows(vectors) if self.metric == "cosine" else vectors
-
-    # Kinds whose ``_add`` passes new vectors through ``_prepare_added`` before touching the index.
-    _prepares_added: ClassVar[bool] = False
-
     @property
-    def _add_checks_finite(self) -> bool:
-        return self._prepares_added and self._metric == "cosine"
+    def _prepare_checks_finite(self) -> bool:
+        return self._metric == "cosine"
 
-    def _prepare_added(self, vectors: np.ndarray) -> np.ndarray:
-        """``_prepare`` for vectors being added: for cosine, the norms double as the NaN/inf check that
-        :meth:`add` then skips (one pass over the batch fewer)."""
-        if self._metric != "cosine":
-            return vectors
-        out = normalize_finite_rows(vectors)
-        if out is None:
-            require_finite(vectors, "vectors")  # raises, naming the first bad entry
-            out = normalize_rows(vectors)  # finite entries whose squares overflow
-        return out
+    def _prepare(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
+        """What FAISS is given. Every kind's ``_add`` and ``_search`` pass their input through here
+        first: for cosine, the normalisation is also the NaN/inf check (``_prepare_checks_finite``)."""
+        return unit_rows_checked(vectors, what) if self._metric == "cosine" else vectors
 
     def _to_scores(self, distances: np.ndarray, labels: np.ndarray) -> np.ndarray:
         # FAISS hands back fresh float32 arrays, so they are converted in place.
@@ -163,7 +149,6 @@ class FaissFlatIndex(_FaissBase):
     kind = "faiss-flat"
     defaults: ClassVar[dict[str, Any]] = {"device": "auto"}
     _map_on_load = True
-    _prepares_added = True
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
@@ -181,7 +166,7 @@ class FaissFlatIndex(_FaissBase):
         return self._gpu
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        self._index.add_with_ids(self._prepare_added(vectors), keys)
+        self._index.add_with_ids(self._prepare(vectors), keys)
         self._gpu = None
 
     def _remove(self, keys: np.ndarray) -> None:
@@ -193,7 +178,7 @@ class FaissFlatIndex(_FaissBase):
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, self._index.ntotal)
-        d, labels = self._searcher().search(self._prepare(queries), kk)
+        d, labels = self._searcher().search(self._prepare(queries, "queries"), kk)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
     def _search_filtered(
@@ -203,7 +188,7 @@ class FaissFlatIndex(_FaissBase):
         params = faiss.SearchParameters()
         params.sel = selector
         kk = min(k, len(allowed_keys))
-        d, labels = self._index.search(self._prepare(q), kk, params=params)
+        d, labels = self._index.search(self._prepare(q, "queries"), kk, params=params)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
@@ -322,7 +307,6 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
     kind = "faiss-hnsw"
     defaults: ClassVar[dict[str, Any]] = {"M": 32, "efConstruction": 200, "efSearch": 64}
     _map_on_load = True
-    _prepares_added = True
 
     def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
         super().__init__(dim, metric, **options)
@@ -339,7 +323,7 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         start = self._index.ntotal
-        self._index.add(self._prepare_added(vectors))
+        self._index.add(self._prepare(vectors))
         self._append_labels(start, keys)
 
     def _remove(self, keys: np.ndarray) -> None:
@@ -366,9 +350,9 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
             params.efSearch = max(self.options["efSearch"], k)
             if selectors:
                 params.sel = selectors[-1]
-            d, ids = self._index.search(self._prepare(queries), k, params=params)
+            d, ids = self._index.search(self._prepare(queries, "queries"), k, params=params)
         else:
-            d, ids = self._index.search(self._prepare(queries), k)
+            d, ids = self._index.search(self._prepare(queries, "queries"), k)
         keys = self._key_of[ids]
         return self._sorted(keys, self._to_scores(d, keys), k)
 
@@ -507,7 +491,7 @@ class FaissIVFIndex(_FaissBase):
         params = faiss.SearchParametersIVF()
         params.sel = selector
         params.nprobe = nprobe
-        d, labels = self._index.search(self._prepare(q), min(k, len(allowed_keys)), params=params)
+        d, labels = self._index.search(self._prepare(q, "queries"), min(k, len(allowed_keys)), params=params)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
     def _searcher(self) -> Any:
@@ -523,10 +507,11 @@ class FaissIVFIndex(_FaissBase):
         return top_k(exact_scores(self.metric, queries, self._buffer.vectors), self._buffer.keys, k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        prepared = self._prepare(queries, "queries")
         if self._index is None:
-            return self._search_buffer(queries, k)
+            return self._search_buffer(prepared, k)
         kk = min(k, len(self))
-        d, labels = self._searcher().search(self._prepare(queries), kk)
+        d, labels = self._searcher().search(prepared, kk)
         return self._sorted(labels, self._to_scores(d, labels), k)
 
     def _search_filtered(
@@ -692,7 +677,7 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._refined is None:
             return super()._search(queries, k)
-        d, ids = self._refined.search(self._prepare(queries), min(k, len(self)))
+        d, ids = self._refined.search(self._prepare(queries, "queries"), min(k, len(self)))
         keys = self._key_of[ids]
         return self._sorted(keys, self._to_scores(d, keys), k)
 
@@ -711,7 +696,7 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
         params = faiss.IndexRefineSearchParameters()
         params.k_factor = float(self.options["refine_factor"])
         params.base_index_params = base_params
-        d, labels = self._refined.search(self._prepare(q), min(k, len(ids)), params=params)
+        d, labels = self._refined.search(self._prepare(q, "queries"), min(k, len(ids)), params=params)
         keys = self._key_of[labels]
         return self._sorted(keys, self._to_scores(d, keys), k)
 

@@ -5,7 +5,6 @@ Scores are higher-is-better: cosine, dot, ``-euclidean`` and ``-manhattan``.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -39,11 +38,20 @@ def check_metric(metric: str) -> str:
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Unit-L2 rows (zero rows stay zero), float32."""
+    """Unit-L2 rows (zero rows stay zero), float32; finite rows whose squared norm overflows float32
+    are normalised in float64 rather than collapsing to zero."""
     if x.shape[0] == 1 and x.dtype == np.float32:
         # a single query: one dot product and one division, the fewest numpy calls on the hot path
-        return _divide_one(x, float(np.dot(x[0], x[0])))
-    return _divide_by_norms(x, _row_norms(x))
+        squared = float(np.dot(x[0], x[0]))
+        if math.isfinite(squared):
+            return _divide_one(x, squared)
+    norms = _row_norms(x)
+    finite = np.isfinite(norms)
+    if finite.all():
+        return _divide_by_norms(x, norms)
+    out = _divide_by_norms(x, np.where(finite, norms, 1.0))
+    out[~finite[:, 0]] = _normalize_wide(x[~finite[:, 0]])
+    return out
 
 
 def _divide_one(x: np.ndarray, squared_norm: float) -> np.ndarray:
@@ -60,9 +68,17 @@ def _divide_by_norms(x: np.ndarray, norms: np.ndarray) -> np.ndarray:
     return (x / norms).astype(np.float32, copy=False)
 
 
+def _normalize_wide(rows: np.ndarray) -> np.ndarray:
+    """Rows whose float32 squared norm overflows, normalised in float64 (which holds the square of any
+    float32); rows with NaN or inf stay NaN."""
+    with np.errstate(invalid="ignore"):
+        wide = rows.astype(np.float64)
+        return (wide / np.linalg.norm(wide, axis=1, keepdims=True)).astype(np.float32)
+
+
 def normalize_finite_rows(x: np.ndarray) -> np.ndarray | None:
-    """:func:`normalize_rows`, or ``None`` when some row's norm is not finite (a NaN or inf entry, or
-    a sum of squares that overflows): the normalisation pass doubles as the finiteness check."""
+    """:func:`normalize_rows`, or ``None`` when some row's float32 norm is not finite (a NaN or inf
+    entry, or a sum of squares that overflows): the normalisation pass doubles as the finiteness check."""
     if x.shape[0] == 1 and x.dtype == np.float32:
         squared = float(np.dot(x[0], x[0]))
         return _divide_one(x, squared) if math.isfinite(squared) else None
@@ -137,8 +153,10 @@ def pad_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarra
 
 def _has_ties(scores: np.ndarray) -> bool:
     if scores.shape[0] == 1:
-        row = scores[0].tolist()  # one short row: plain Python beats two ufunc dispatches
-        return any(a == b for a, b in itertools.pairwise(row))
+        # one short, sorted row: equal scores are neighbours, so a set of it is smaller exactly when two
+        # neighbours tie; plain Python beats two ufunc dispatches here
+        row = scores[0].tolist()
+        return len(set(row)) < len(row)
     return bool((scores[:, 1:] == scores[:, :-1]).any())
 
 

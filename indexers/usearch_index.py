@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 from usearch.index import Index
 
-from indexers.base import BaseIndex
-from indexers.scoring import empty_results, normalize_rows, order_results, top_k
+from indexers.base import BaseIndex, unit_rows_checked
+from indexers.scoring import empty_results, order_results, top_k
 from vectorstore.errors import InvalidInputError, UnsupportedMetricError
 
 __all__ = ["USearchIndex"]
@@ -76,10 +76,16 @@ class USearchIndex(BaseIndex):
             expansion_search=self.options["expansion_search"],
         )
 
-    def _prepare(self, vectors: np.ndarray) -> np.ndarray:
+    @property
+    def _prepare_checks_finite(self) -> bool:
+        return self._metric == "cosine" and not self._binary
+
+    def _prepare(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
+        """What USearch is given; ``_add`` and ``_search`` pass their input through here first. For
+        cosine the normalisation is also the NaN/inf check (``_prepare_checks_finite``)."""
         if self._binary:
             return np.packbits(vectors > 0, axis=1)
-        return normalize_rows(vectors) if self.metric == "cosine" else vectors
+        return unit_rows_checked(vectors, what) if self._metric == "cosine" else vectors
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         # Parallel insertion makes the graph depend on thread timing; small batches are built on one
@@ -121,7 +127,7 @@ class USearchIndex(BaseIndex):
         expansion = max(self.options["expansion_search"], kk)
         if expansion != self._expansion:
             self._index.expansion_search = self._expansion = expansion
-        m = self._index.search(self._prepare(queries), kk, threads=0)
+        m = self._index.search(self._prepare(queries, "queries"), kk, threads=0)
         if m.keys.ndim == 1:  # one query: USearch returns only the matches it found, best first
             keys = m.keys.astype(np.int64)[None, :]
             scores = self._to_scores(m.distances)[None, :]

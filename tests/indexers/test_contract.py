@@ -546,3 +546,30 @@ def test_nan_or_inf_in_a_later_add_changes_nothing(backend, rng, metric):
         with np.errstate(over="ignore"):
             index.add([99], huge)
         assert 99 in index and len(index) == 51
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot", "euclidean"])
+def test_nan_or_inf_queries_are_refused_on_every_path(backend, rng, metric):
+    """Whichever pass checks a query's finiteness (search's own or the cosine normalisation), a NaN or
+    inf query is refused naming its row and column: filtered or not, one query or a batch, stored
+    vectors or none; a finite query whose squared norm overflows still gets answers."""
+    if metric not in _metrics(backend):
+        return
+    x = clustered(rng, 300, DIM)
+    empty = _make(backend, metric)
+    index = _make(backend, metric)
+    index.add(np.arange(300), x)
+    for bad_value in (np.nan, np.inf, -np.inf):
+        for rows in (1, 4):
+            bad = x[:rows].copy()
+            bad[rows - 1, 5] = bad_value
+            for target, allowed in ((index, None), (index, [1, 2, 3]), (index, range(250)), (empty, None)):
+                with pytest.raises(
+                    InvalidVectorError, match=f"queries contain NaN or inf .*row {rows - 1}, column 5"
+                ):
+                    target.search(bad, 3, allowed=allowed)
+    if metric == "cosine" and backend.options.get("dtype", "f32") in ("f32", "f16"):
+        huge = x[:1] * np.float32(1e30)  # finite; its squared norm overflows float32
+        with np.errstate(over="ignore"):
+            got_k, _ = index.search(huge, 5)
+        np.testing.assert_array_equal(got_k, index.search(x[:1], 5)[0])

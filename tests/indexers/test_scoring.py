@@ -1,0 +1,54 @@
+"""The numpy helpers every backend shares: normalisation and result ordering, against float64 oracles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexers.scoring import normalize_finite_rows, normalize_rows, order_results
+
+
+def _unit64(x: np.ndarray) -> np.ndarray:
+    wide = x.astype(np.float64)
+    norms = np.linalg.norm(wide, axis=1, keepdims=True)
+    return np.divide(wide, norms, out=np.zeros_like(wide), where=norms > 0)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_normalize_rows_matches_float64_even_when_squares_overflow(rows):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    x[0] *= np.float32(3e25)  # finite, but its float32 sum of squares overflows
+    if rows > 1:
+        x[1] = 0.0  # a zero row stays zero
+    with np.errstate(over="ignore"):
+        got = normalize_rows(x)
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, _unit64(x), rtol=1e-6, atol=1e-7)
+    assert np.linalg.norm(got[0].astype(np.float64)) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("rows", [1, 5])
+def test_normalize_finite_rows_declines_rows_it_cannot_vouch_for(rng, rows):
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    np.testing.assert_allclose(normalize_finite_rows(x), _unit64(x), rtol=1e-6, atol=1e-7)
+    for bad in (np.nan, np.inf, np.float32(3e25)):
+        y = x.copy()
+        y[rows - 1, 2] = bad
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert normalize_finite_rows(y) is None
+
+
+def test_order_results_breaks_ties_by_key_in_single_rows_and_batches():
+    keys = np.array([[9, 7, 4, 3, -1], [5, 6, 2, -1, -1]], dtype=np.int64)  # row 0: a tie, larger key first
+    scores = np.array([[0.9, 0.5, 0.5, 0.1, -np.inf], [0.8, 0.7, 0.6, -np.inf, -np.inf]], dtype=np.float32)
+    want_k = np.array([[9, 4, 7, 3, -1, -1], [5, 6, 2, -1, -1, -1]])
+    got_k, got_s = order_results(keys, scores, 6)
+    np.testing.assert_array_equal(got_k, want_k)
+    assert got_s.shape == (2, 6) and (got_s[:, 5] == -np.inf).all()
+    for row in range(2):  # the single-query path decides ties differently; it must agree
+        one_k, one_s = order_results(keys[row : row + 1].copy(), scores[row : row + 1].copy(), 6)
+        np.testing.assert_array_equal(one_k, want_k[row : row + 1])
+        np.testing.assert_array_equal(one_s, got_s[row : row + 1])
+    distinct_k, _ = order_results(np.array([[3, 1, 2]]), np.array([[0.3, 0.2, 0.1]], np.float32), 3)
+    np.testing.assert_array_equal(distinct_k, [[3, 1, 2]])  # no ties: left as the backend sorted them
