@@ -440,6 +440,31 @@ def test_mapped_faiss_load_outlives_its_files(kind, options, rng, tmp_path):
     np.testing.assert_array_equal(loaded.search(q, 10)[0], index.search(q, 10)[0])
 
 
+def test_bulk_adds_defer_the_position_map(backend, rng):
+    """Adds build no key -> position map (it costs ~30 MB per 200k keys and plain search never needs
+    it); the first removal builds it from the labels, and later adds keep it current."""
+    x = clustered(rng, 400, DIM)
+    index, exact = _make(backend), _make(Backend("exact"))
+    for batch in (np.arange(0, 150), np.arange(150, 300)):
+        index.add(batch * 2, x[batch])
+        exact.add(batch * 2, x[batch])
+    positional = len(getattr(index, "_labels", ())) > 0  # faiss-hnsw, refined faiss-ivfpq
+    index.search(x[:3], 5)
+    if positional:
+        assert index._internal_map is None
+    for target in (index, exact):
+        target.remove(np.arange(0, 200, 4))
+        target.add(np.arange(300, 400) * 2, x[300:400])
+        target.remove(np.arange(600, 700, 6))
+    assert len(index) == len(exact) == 333
+    q = x[::37]
+    _check_against_exact(backend, index, exact, q, 8)
+    _check_against_exact(backend, index, exact, q, 8, allowed=np.arange(0, 800, 10))
+    if positional:
+        probe = np.array([2, 602, 798, 6])
+        np.testing.assert_allclose(index._vectors_for(probe), exact._vectors_for(probe), atol=1e-6)
+
+
 def test_loading_defers_per_key_work(backend, rng, tmp_path):
     """A load builds no per-key Python structures: searching a loaded index leaves them unbuilt, and
     length, keys, membership and the duplicate check still answer from the saved keys."""
