@@ -30,7 +30,6 @@ from indexers.scoring import (
     empty_results,
     exact_scores,
     order_results,
-    pad_results,
     top_k,
 )
 from vectorstore.errors import IncompatibleIndexError, InvalidInputError
@@ -39,6 +38,7 @@ __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex
 
 logger = logging.getLogger(__name__)
 
+_IP_METRICS = ("cosine", "dot")  # scored by FAISS inner product: its distances are our scores
 _FAISS_METRIC = {
     "cosine": faiss.METRIC_INNER_PRODUCT,
     "dot": faiss.METRIC_INNER_PRODUCT,
@@ -134,9 +134,16 @@ class _FaissBase(BaseIndex):
             scores[labels < 0] = -np.inf
         return scores
 
-    def _sorted(self, keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        # FAISS returns rows sorted; equal scores are re-ordered by key so that all backends agree.
-        return order_results(keys, scores, k)
+    def _finish(self, distances: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's sorted rows (``keys`` already mapped) as our results: scores higher-is-better,
+        equal scores re-ordered by key so that all backends agree, padded to ``k``."""
+        if keys.shape[0] == 1 and keys.shape[1] == k and self._metric in _IP_METRICS:
+            # One full row of inner products, the hot path: nothing to convert or pad; ten Python
+            # floats decide whether any two tie (a sorted row ties only between neighbours).
+            row = distances[0].tolist()
+            if keys[0, -1] >= 0 and len(set(row)) == len(row):
+                return keys, distances
+        return order_results(keys, self._to_scores(distances, keys), k)
 
 
 class FaissFlatIndex(_FaissBase):
@@ -179,7 +186,7 @@ class FaissFlatIndex(_FaissBase):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, self._index.ntotal)
         d, labels = self._searcher().search(self._prepare(queries, "queries"), kk)
-        return self._sorted(labels, self._to_scores(d, labels), k)
+        return self._finish(d, labels, k)
 
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
@@ -189,7 +196,7 @@ class FaissFlatIndex(_FaissBase):
         params.sel = selector
         kk = min(k, len(allowed_keys))
         d, labels = self._index.search(self._prepare(q, "queries"), kk, params=params)
-        return self._sorted(labels, self._to_scores(d, labels), k)
+        return self._finish(d, labels, k)
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         path = directory / f"index-{tag}.faiss"
@@ -344,26 +351,25 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
         return np.asarray(self._index.reconstruct_batch(self._positions(keys)), dtype=np.float32)
 
-    def _run(self, queries: np.ndarray, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
-        # ``selectors`` keeps every SWIG selector object alive for the call; the last one is used.
-        if selectors or k > self.options["efSearch"]:
+    def _run(self, queries: np.ndarray, kk: int, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The ``kk`` (<= stored) best of each query, padded to ``k``. ``selectors`` keeps every SWIG
+        selector object alive for the call; the last one is used."""
+        prepared = self._prepare(queries, "queries")
+        if selectors or kk > self.options["efSearch"]:
             params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.options["efSearch"], k)
+            params.efSearch = max(self.options["efSearch"], kk)
             if selectors:
                 params.sel = selectors[-1]
-            d, ids = self._index.search(self._prepare(queries, "queries"), k, params=params)
+            d, ids = self._index.search(prepared, kk, params=params)
         else:
-            d, ids = self._index.search(self._prepare(queries, "queries"), k)
-        keys = self._key_of[ids]
-        return self._sorted(keys, self._to_scores(d, keys), k)
+            d, ids = self._index.search(prepared, kk)
+        return self._finish(d, self._key_of[ids], k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, len(self))
         if self._dead:
-            keys, scores = self._run(queries, kk, *self._dead_selector())
-        else:
-            keys, scores = self._run(queries, kk)
-        return pad_results(keys, scores, k)
+            return self._run(queries, kk, k, *self._dead_selector())
+        return self._run(queries, kk, k)
 
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
@@ -371,8 +377,7 @@ class FaissHNSWIndex(_FaissBase, _PositionLabels):
         ids = self._positions(allowed_keys, missing_ok=True)
         if len(ids) == 0:
             return empty_results(len(q), k)
-        keys, scores = self._run(q, min(k, len(ids)), faiss.IDSelectorBatch(ids))
-        return pad_results(keys, scores, k)
+        return self._run(q, min(k, len(ids)), k, faiss.IDSelectorBatch(ids))
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         path = directory / f"index-{tag}.faiss"
@@ -493,7 +498,7 @@ class FaissIVFIndex(_FaissBase):
         params.sel = selector
         params.nprobe = nprobe
         d, labels = self._index.search(self._prepare(q, "queries"), min(k, len(allowed_keys)), params=params)
-        return self._sorted(labels, self._to_scores(d, labels), k)
+        return self._finish(d, labels, k)
 
     def _searcher(self) -> Any:
         if self.options["device"] == "cpu" or faiss_gpu_count() == 0:
@@ -513,7 +518,7 @@ class FaissIVFIndex(_FaissBase):
             return self._search_buffer(prepared, k)
         kk = min(k, len(self))
         d, labels = self._searcher().search(prepared, kk)
-        return self._sorted(labels, self._to_scores(d, labels), k)
+        return self._finish(d, labels, k)
 
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
@@ -680,7 +685,7 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
             return super()._search(queries, k)
         d, ids = self._refined.search(self._prepare(queries, "queries"), min(k, len(self)))
         keys = self._key_of[ids]
-        return self._sorted(keys, self._to_scores(d, keys), k)
+        return self._finish(d, keys, k)
 
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
@@ -699,7 +704,7 @@ class FaissIVFPQIndex(FaissIVFIndex, _PositionLabels):
         params.base_index_params = base_params
         d, labels = self._refined.search(self._prepare(q, "queries"), min(k, len(ids)), params=params)
         keys = self._key_of[labels]
-        return self._sorted(keys, self._to_scores(d, keys), k)
+        return self._finish(d, keys, k)
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         if self._refined is None:

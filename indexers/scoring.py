@@ -55,7 +55,8 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _divide_one(x: np.ndarray, squared_norm: float) -> np.ndarray:
-    return x / np.float32(max(math.sqrt(squared_norm), 1e-12))
+    # a Python float divisor is cast to float32 (NEP 50): float32 out, without making a numpy scalar
+    return x / max(math.sqrt(squared_norm), 1e-12)
 
 
 def _row_norms(x: np.ndarray) -> np.ndarray:

@@ -127,7 +127,9 @@ class USearchIndex(BaseIndex):
         expansion = max(self.options["expansion_search"], kk)
         if expansion != self._expansion:
             self._index.expansion_search = self._expansion = expansion
-        m = self._index.search(self._prepare(queries, "queries"), kk, threads=0)
+        # One query runs on the calling thread: handing it to USearch's pool (threads=0) costs ~20 us.
+        threads = 1 if len(queries) == 1 else 0
+        m = self._index.search(self._prepare(queries, "queries"), kk, threads=threads)
         if m.keys.ndim == 1:  # one query: USearch returns only the matches it found, best first
             keys = m.keys.astype(np.int64)[None, :]
             scores = self._to_scores(m.distances)[None, :]
