@@ -194,17 +194,18 @@ def compare(kind: str, x: np.ndarray, queries: np.ndarray, truth: np.ndarray) ->
     raw = Raw(kind, x.shape[1])
     ours_row = build_measured(build, len(x))
     raw_row = build_measured(lambda: raw.build(x), len(x))
-    if len(x) / ours_row["build_vps"] < 10:
-        # Quick builds vary by +-10 % with page-fault costs, and the first one in the process pays for
-        # fresh pages: 4 more rounds, alternating who goes first, and each side's median of the 5 rates
-        # (memory growth comes from the first builds).
-        rates: dict[str, list[float]] = {"ours": [ours_row["build_vps"]], "raw": [raw_row["build_vps"]]}
-        builders = {"ours": build, "raw": lambda: raw.build(x)}
-        for r in range(4):
-            for name in ("raw", "ours") if r % 2 == 0 else ("ours", "raw"):
-                rates[name].append(build_measured(builders[name], len(x))["build_vps"])
-        ours_row["build_vps"] = statistics.median(rates["ours"])
-        raw_row["build_vps"] = statistics.median(rates["raw"])
+    # One build each is too few: quick ones (< 10 s) vary by +-10 % with page-fault costs, and the
+    # first build in the process pays for fresh pages; long multi-threaded ones vary by +-10 % too.
+    # More rounds alternate who goes first, and each side's rate is its median (memory growth comes
+    # from the first builds): 5 rounds for quick builds, 2 for long ones.
+    rounds = 5 if len(x) / ours_row["build_vps"] < 10 else 2
+    rates: dict[str, list[float]] = {"ours": [ours_row["build_vps"]], "raw": [raw_row["build_vps"]]}
+    builders = {"ours": build, "raw": lambda: raw.build(x)}
+    for r in range(rounds - 1):
+        for name in ("raw", "ours") if r % 2 == 0 else ("ours", "raw"):
+            rates[name].append(build_measured(builders[name], len(x))["build_vps"])
+    ours_row["build_vps"] = statistics.median(rates["ours"])
+    raw_row["build_vps"] = statistics.median(rates["raw"])
     ours = holder["index"]
     searches = {"ours": lambda q, k: ours.search(q, k)[0], "raw": raw.search}
     if kind in GRAPH_KINDS:
