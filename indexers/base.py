@@ -417,13 +417,25 @@ class BaseIndex(abc.ABC):
 
     def search(self, queries: Any, k: int, *, allowed: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best keys and scores for each query (see the module docstring for the contract)."""
+        if (
+            allowed is None
+            and type(k) is int
+            and k > 0
+            and type(queries) is np.ndarray
+            and queries.dtype is _FLOAT32
+            and queries.ndim == 2
+            and queries.shape[0]
+            and queries.shape[1] == self._dim
+            and queries.flags.c_contiguous
+            and self._prepare_checks_finite
+            and len(self)
+        ):
+            # The hot path, decided inline (every call here costs microseconds with the caches a graph
+            # walk has just flushed): ``_search`` checks finiteness in its normalisation pass.
+            return self._search(queries, k)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         k = int(k)
-        if allowed is None and self._prepare_checks_finite and len(self):
-            # the hot path: ``_search`` checks finiteness in its normalisation pass
-            q = self._check_vectors(queries, "queries", finite=False)
-            return self._search(q, k) if len(q) else empty_results(0, k)
         q = self._check_vectors(queries, "queries")
         if len(q) == 0:
             return empty_results(0, k)
