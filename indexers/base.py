@@ -341,17 +341,20 @@ class BaseIndex(abc.ABC):
         sums = np.dot(vectors, self._ones)
         return math.isfinite(sums[0]) if len(sums) == 1 else bool(np.isfinite(sums).all())
 
-    def _check_vectors(self, vectors: Any, what: str = "vectors", finite: bool = True) -> np.ndarray:
-        """Validated C-contiguous float32 ``[n, dim]``; ``finite=False`` leaves the NaN/inf check of
-        well-formed float32 input to the caller (an add whose normalisation pass checks it instead)."""
-        if (
+    def _well_formed(self, vectors: Any) -> bool:
+        """Already a C-contiguous float32 ``[n, dim]`` array: nothing to convert."""
+        return (
             type(vectors) is np.ndarray
             and vectors.dtype is _FLOAT32
             and vectors.ndim == 2
             and vectors.shape[1] == self._dim
             and vectors.flags.c_contiguous
-            and (not finite or self._all_finite(vectors))
-        ):
+        )
+
+    def _check_vectors(self, vectors: Any, what: str = "vectors", finite: bool = True) -> np.ndarray:
+        """Validated C-contiguous float32 ``[n, dim]``; ``finite=False`` leaves the NaN/inf check of
+        well-formed float32 input to the caller (an add whose normalisation pass checks it instead)."""
+        if self._well_formed(vectors) and (not finite or self._all_finite(vectors)):
             return vectors  # the common case, decided with one numpy reduction
         try:
             arr = np.asarray(vectors)
@@ -421,17 +424,12 @@ class BaseIndex(abc.ABC):
             allowed is None
             and type(k) is int
             and k > 0
-            and type(queries) is np.ndarray
-            and queries.dtype is _FLOAT32
-            and queries.ndim == 2
-            and queries.shape[0]
-            and queries.shape[1] == self._dim
-            and queries.flags.c_contiguous
             and self._prepare_checks_finite
             and len(self)
+            and self._well_formed(queries)
+            and len(queries)
         ):
-            # The hot path, decided inline (every call here costs microseconds with the caches a graph
-            # walk has just flushed): ``_search`` checks finiteness in its normalisation pass.
+            # the hot path: ``_search`` checks finiteness in its normalisation pass
             return self._search(queries, k)
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k <= 0:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")

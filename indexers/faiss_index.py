@@ -38,7 +38,6 @@ __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex
 
 logger = logging.getLogger(__name__)
 
-_IP_METRICS = ("cosine", "dot")  # scored by FAISS inner product: its distances are our scores
 _FAISS_METRIC = {
     "cosine": faiss.METRIC_INNER_PRODUCT,
     "dot": faiss.METRIC_INNER_PRODUCT,
@@ -137,12 +136,6 @@ class _FaissBase(BaseIndex):
     def _finish(self, distances: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's sorted rows (``keys`` already mapped) as our results: scores higher-is-better,
         equal scores re-ordered by key so that all backends agree, padded to ``k``."""
-        if keys.shape[0] == 1 and keys.shape[1] == k and self._metric in _IP_METRICS:
-            # One full row of inner products, the hot path: nothing to convert or pad; ten Python
-            # floats decide whether any two tie (a sorted row ties only between neighbours).
-            row = distances[0].tolist()
-            if keys[0, -1] >= 0 and len(set(row)) == len(row):
-                return keys, distances
         return order_results(keys, self._to_scores(distances, keys), k)
 
 
@@ -508,9 +501,12 @@ class FaissIVFIndex(_FaissBase):
             self._gpu.nprobe = self.options["nprobe"]
         return self._gpu
 
-    def _search_buffer(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_buffer(self, prepared: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search of the untrained buffer. Queries and buffer are both prepared, so cosine is
+        their inner product (no renormalising the buffer on every search)."""
         assert self._buffer is not None
-        return top_k(exact_scores(self.metric, queries, self._buffer.vectors), self._buffer.keys, k)
+        metric = "dot" if self._metric == "cosine" else self._metric
+        return top_k(exact_scores(metric, prepared, self._buffer.vectors), self._buffer.keys, k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         prepared = self._prepare(queries, "queries")

@@ -40,17 +40,14 @@ def check_metric(metric: str) -> str:
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     """Unit-L2 rows (zero rows stay zero), float32; finite rows whose squared norm overflows float32
     are normalised in float64 rather than collapsing to zero."""
-    if x.shape[0] == 1 and x.dtype == np.float32:
-        # a single query: one dot product and one division, the fewest numpy calls on the hot path
-        squared = float(np.dot(x[0], x[0]))
-        if math.isfinite(squared):
-            return _divide_one(x, squared)
+    out = normalize_finite_rows(x)
+    if out is not None:
+        return out
+    # some row's float32 norm is not finite: recompute it, in float64 for those rows
     norms = _row_norms(x)
-    finite = np.isfinite(norms)
-    if finite.all():
-        return _divide_by_norms(x, norms)
-    out = _divide_by_norms(x, np.where(finite, norms, 1.0))
-    out[~finite[:, 0]] = _normalize_wide(x[~finite[:, 0]])
+    finite = np.isfinite(norms)[:, 0]
+    out = _divide_by_norms(x, np.where(finite[:, None], norms, 1.0))
+    out[~finite] = _normalize_wide(x[~finite])
     return out
 
 
