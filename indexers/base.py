@@ -248,6 +248,8 @@ class BaseIndex(abc.ABC):
         self._metric = m
         self.options: dict[str, Any] = {**self.defaults, **options}
         self._validate_options()
+        # fixed by metric and options: read on every search, so kept as a plain attribute
+        self._search_checks_finite = self._prepare_checks_finite
         self._key_set: set[int] | None = set()
         self._loaded_keys = _NO_KEYS  # a loaded index's keys, made into ``_key_set`` on first need
         self.sequence = 0
@@ -424,7 +426,7 @@ class BaseIndex(abc.ABC):
             allowed is None
             and type(k) is int
             and k > 0
-            and self._prepare_checks_finite
+            and self._search_checks_finite
             and len(self)
             and self._well_formed(queries)
             and len(queries)

@@ -121,14 +121,15 @@ class _FaissBase(BaseIndex):
 
     def _to_scores(self, distances: np.ndarray, labels: np.ndarray) -> np.ndarray:
         # FAISS hands back fresh float32 arrays, so they are converted in place.
-        if self.metric == "euclidean":
+        metric = self._metric
+        if metric == "euclidean":
             scores = np.sqrt(np.maximum(distances, 0.0, out=distances), out=distances)
             np.negative(scores, out=scores)
-        elif self.metric == "manhattan":
+        elif metric == "manhattan":
             scores = np.negative(distances, out=distances)
         else:
             scores = distances
-        last = labels[0, -1] if len(labels) == 1 else labels[:, -1].min()
+        last = labels.item(-1) if len(labels) == 1 else labels[:, -1].min()
         if last < 0:  # FAISS pads at the end of a row
             scores[labels < 0] = -np.inf
         return scores

@@ -51,11 +51,6 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _divide_one(x: np.ndarray, squared_norm: float) -> np.ndarray:
-    # a Python float divisor is cast to float32 (NEP 50): float32 out, without making a numpy scalar
-    return x / max(math.sqrt(squared_norm), 1e-12)
-
-
 def _row_norms(x: np.ndarray) -> np.ndarray:
     """``np.linalg.norm(x, axis=1, keepdims=True)``. For floats, einsum sums the squares without
     materialising ``x * x``: a 300 MB temporary at 200k x 384, whose fresh pages cost more than the
@@ -83,7 +78,8 @@ def normalize_finite_rows(x: np.ndarray) -> np.ndarray | None:
     entry, or a sum of squares that overflows): the normalisation pass doubles as the finiteness check."""
     if x.shape[0] == 1 and x.dtype == np.float32:
         squared = float(np.dot(x[0], x[0]))
-        return _divide_one(x, squared) if math.isfinite(squared) else None
+        # a Python float divisor is cast to float32 (NEP 50): float32 out, without making a numpy scalar
+        return x / max(math.sqrt(squared), 1e-12) if math.isfinite(squared) else None
     norms = _row_norms(x)
     if not np.isfinite(norms).all():
         return None
@@ -175,9 +171,10 @@ def order_results(keys: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndar
     Padding (``-1`` keys) must carry ``-inf`` scores. Rows without ties are left as they are, which is
     the common case and keeps the single-query path to a couple of numpy calls.
     """
-    if keys.shape[1] > 1 and _has_ties(scores):
+    m = keys.shape[1]
+    if m > 1 and _has_ties(scores):
         keys, scores = sort_rows(keys, scores)
-    return pad_results(keys, scores, k)
+    return (keys, scores) if m == k else pad_results(keys, scores, k)
 
 
 def top_k(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
