@@ -188,12 +188,15 @@ def search_measured(
     query whose graph nodes the other has just pulled into the cache. Single-query latencies pool up
     to ``passes`` passes over the queries (the p99 of 1,000 samples is the 10th-worst query, mostly
     machine noise), starting no new pass after ``pass_budget_s``; recall comes from the first.
+    ``p99best`` is the p99 over queries of each query's best pass: the slow queries without the
+    machine's passing stalls.
     """
     names = list(searches)
     orders = list(itertools.permutations(names))  # every contender in every position equally often
     n = len(queries)
     offsets = {name: j * n // len(names) for j, name in enumerate(names)}
     lat: dict[str, list[float]] = {m: [] for m in names}
+    fastest = {m: [float("inf")] * n for m in names}  # each query's best time over the passes
     found: dict[str, list[Any]] = {m: [None] * n for m in names}
     start = time.perf_counter()
     for p in range(passes):
@@ -205,7 +208,9 @@ def search_measured(
                 q = queries[qi : qi + 1]
                 t = time.perf_counter()
                 keys = searches[name](q, 10)
-                lat[name].append((time.perf_counter() - t) * 1000)
+                ms = (time.perf_counter() - t) * 1000
+                lat[name].append(ms)
+                fastest[name][qi] = min(fastest[name][qi], ms)
                 if p == 0:
                     found[name][qi] = keys[0]
     best: dict[str, float] = {m: 0.0 for m in names}
@@ -222,6 +227,7 @@ def search_measured(
         m: {
             "p50_ms": statistics.median(lat[m]),
             "p99_ms": sorted(lat[m])[int(0.99 * (len(lat[m]) - 1))],
+            "p99best_ms": sorted(fastest[m])[int(0.99 * (n - 1))],
             "batch_qps": best[m],
             "batch_own_ms": statistics.median(own[m]),
             "recall": recall_at_k(found[m], truth),
@@ -289,7 +295,7 @@ def main() -> None:
 
     x, queries, _, truth = sts_derived(args.n, args.queries)
     print(f"{len(x)} x {x.shape[1]} vectors, {len(queries)} queries, k=10\n")
-    cols = ["build_vps", "p50_ms", "p99_ms", "batch_qps", "recall", "mem_mb", "file_mb"]
+    cols = ["build_vps", "p50_ms", "p99_ms", "p99best_ms", "batch_qps", "recall", "mem_mb", "file_mb"]
     print(f"{'kind':<14}{'who':<8}" + "".join(f"{c:>12}" for c in cols))
     for kind in args.kinds.split(","):
         rows = compare(kind, x, queries, truth)
@@ -303,6 +309,7 @@ def main() -> None:
             "build": raw["build_vps"] / ours["build_vps"],
             "p50": ours["p50_ms"] / raw["p50_ms"],
             "p99": ours["p99_ms"] / raw["p99_ms"],
+            "p99best": ours["p99best_ms"] / raw["p99best_ms"],
             "batch": raw["batch_qps"] / ours["batch_qps"],
             "memory": max(ours["mem_mb"], 1.0) / max(raw["mem_mb"], 1.0),
             "file": ours["file_mb"] / raw["file_mb"],
