@@ -248,8 +248,8 @@ class BaseIndex(abc.ABC):
         self._metric = m
         self.options: dict[str, Any] = {**self.defaults, **options}
         self._validate_options()
-        # fixed by metric and options: read on every search, so kept as a plain attribute
-        self._search_checks_finite = self._prepare_checks_finite
+        # fixed by metric and options, and read on every add and search: computed once
+        self._prepare_checks_finite = self._prepare_rejects_nonfinite()
         self._key_set: set[int] | None = set()
         self._loaded_keys = _NO_KEYS  # a loaded index's keys, made into ``_key_set`` on first need
         self.sequence = 0
@@ -289,11 +289,11 @@ class BaseIndex(abc.ABC):
         """Kind, dim, metric and options of this index."""
         return IndexSpec(self.kind, self._dim, self._metric, dict(self.options))
 
-    @property
-    def _prepare_checks_finite(self) -> bool:
-        """True when ``_add`` and the unfiltered ``_search`` reject NaN/inf themselves (through
+    def _prepare_rejects_nonfinite(self) -> bool:
+        """Whether ``_add`` and the unfiltered ``_search`` reject NaN/inf themselves (through
         :func:`unit_rows_checked`, the cosine normalisation) before changing or searching anything, so
-        :meth:`add` and :meth:`search` skip their own pass over the vectors."""
+        :meth:`add` and :meth:`search` skip their own pass over the vectors. Asked once, at
+        construction; the answer is kept as ``_prepare_checks_finite``."""
         return False
 
     @property
@@ -426,7 +426,7 @@ class BaseIndex(abc.ABC):
             allowed is None
             and type(k) is int
             and k > 0
-            and self._search_checks_finite
+            and self._prepare_checks_finite
             and len(self)
             and self._well_formed(queries)
             and len(queries)

@@ -110,8 +110,7 @@ class _FaissBase(BaseIndex):
         # FAISS's |q|² - 2q·x + |x|² expansion, which cancels badly for near neighbours: not claimed.
         return self._metric in ("cosine", "dot")
 
-    @property
-    def _prepare_checks_finite(self) -> bool:
+    def _prepare_rejects_nonfinite(self) -> bool:
         return self._metric == "cosine"
 
     def _prepare(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:

@@ -76,8 +76,7 @@ class USearchIndex(BaseIndex):
             expansion_search=self.options["expansion_search"],
         )
 
-    @property
-    def _prepare_checks_finite(self) -> bool:
+    def _prepare_rejects_nonfinite(self) -> bool:
         return self._metric == "cosine" and not self._binary
 
     def _prepare(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
