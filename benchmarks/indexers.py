@@ -121,43 +121,46 @@ _LIBRARIES = ("faiss", "usearch")
 
 
 class LibraryClock:
-    """Seconds spent inside FAISS / USearch while active: in their Python wrappers and in their compiled
-    calls, from the outermost entry to its return (``sys.setprofile`` sees both kinds of call).
+    """Times a block, and the part of it spent inside FAISS / USearch: in their Python wrappers and
+    compiled calls, from the outermost entry to its return (``sys.setprofile`` sees both kinds of call).
 
     A build or batch search is almost all library time, which is multi-threaded and varies by several
-    percent run to run; what the caller adds (validation, normalisation, key bookkeeping) is the rest
-    and is measured far more steadily. The hook costs ~1 us per Python call, so it is kept off the
-    single-query timings.
+    percent run to run; what the caller adds (validation, normalisation, key bookkeeping) is
+    ``outside``, measured far more steadily. The hook costs ~1 us per Python call, so it is kept off
+    the single-query timings.
     """
 
     def __init__(self) -> None:
-        self.native = 0.0
-        self._since: float | None = None
-        self._entry: tuple[Any, Any] | None = None  # (frame, compiled function or None for a Python call)
+        self.total = self.outside = 0.0
+        self._start = self._inside = 0.0
+        # while inside: (entry frame, the compiled function entered or None for a Python call, start)
+        self._entry: tuple[Any, Any, float] | None = None
 
     def _hook(self, frame: Any, event: str, arg: Any) -> None:
         if self._entry is None:
             if (event == "call" and str(frame.f_globals.get("__name__", "")).startswith(_LIBRARIES)) or (
                 event == "c_call" and str(getattr(arg, "__module__", "")).startswith(_LIBRARIES)
             ):
-                self._entry = (frame, arg if event == "c_call" else None)
-                self._since = time.perf_counter()
+                self._entry = (frame, arg if event == "c_call" else None, time.perf_counter())
             return
-        entry_frame, entry_func = self._entry
+        entry_frame, entry_func, since = self._entry
         if frame is entry_frame and (
             (entry_func is None and event == "return")
             or (entry_func is arg and event in ("c_return", "c_exception"))
         ):
-            self.native += time.perf_counter() - (self._since or 0.0)
-            self._entry = self._since = None
+            self._inside += time.perf_counter() - since
+            self._entry = None
 
     def __enter__(self) -> LibraryClock:
-        self.native, self._since, self._entry = 0.0, None, None
+        self._inside, self._entry = 0.0, None
         sys.setprofile(self._hook)
+        self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.total = time.perf_counter() - self._start
         sys.setprofile(None)
+        self.outside = self.total - self._inside
 
 
 def build_measured(build: Callable[[], None], n: int) -> dict[str, float]:
@@ -165,10 +168,12 @@ def build_measured(build: Callable[[], None], n: int) -> dict[str, float]:
     gc.collect()
     before = rss_mb()
     with LibraryClock() as clock:
-        t = time.perf_counter()
         build()
-        took = time.perf_counter() - t
-    return {"build_vps": n / took, "build_own_s": took - clock.native, "mem_mb": rss_mb() - before}
+    return {"build_vps": n / clock.total, "build_own_s": clock.outside, "mem_mb": rss_mb() - before}
+
+
+def p99(values: list[float]) -> float:
+    return sorted(values)[int(0.99 * (len(values) - 1))]
 
 
 def search_measured(
@@ -182,8 +187,8 @@ def search_measured(
     """Single-query latency, batch throughput and recall of each search function, interleaved.
 
     The contenders take turns query by query and batch by batch (best of ``rounds``, at least one
-    round per order; batches also report their median milliseconds outside the library), cycling through every order of the contenders, so that CPU frequency and
-    background noise fall on all alike. At each turn contender ``j`` runs query ``i + j * n / m``
+    round per order; batches also report their median milliseconds outside the library), cycling
+    through every order of the contenders, so that CPU frequency and background noise fall on all alike. At each turn contender ``j`` runs query ``i + j * n / m``
     (of ``n`` queries, ``m`` contenders): when two of them search one index object, neither runs a
     query whose graph nodes the other has just pulled into the cache. Single-query latencies pool up
     to ``passes`` passes over the queries (the p99 of 1,000 samples is the 10th-worst query, mostly
@@ -218,16 +223,14 @@ def search_measured(
     for r in range(max(rounds, len(orders))):
         for name in orders[r % len(orders)]:
             with LibraryClock() as clock:
-                t = time.perf_counter()
                 searches[name](queries, 10)
-                took = time.perf_counter() - t
-            best[name] = max(best[name], n / took)
-            own[name].append((took - clock.native) * 1000)
+            best[name] = max(best[name], n / clock.total)
+            own[name].append(clock.outside * 1000)
     return {
         m: {
             "p50_ms": statistics.median(lat[m]),
-            "p99_ms": sorted(lat[m])[int(0.99 * (len(lat[m]) - 1))],
-            "p99best_ms": sorted(fastest[m])[int(0.99 * (n - 1))],
+            "p99_ms": p99(lat[m]),
+            "p99best_ms": p99(fastest[m]),
             "batch_qps": best[m],
             "batch_own_ms": statistics.median(own[m]),
             "recall": recall_at_k(found[m], truth),
