@@ -6,35 +6,65 @@
 >>> index.save("dir"); same = load_index("dir")
 
 Kinds: ``exact``, ``faiss-flat``, ``faiss-hnsw``, ``faiss-ivf``, ``faiss-ivfpq``, ``usearch-hnsw``.
+
+Layout: :mod:`indexers.spec` (what an index is, the protocol), :mod:`indexers.base` (the shared
+contract), :mod:`indexers.validation`, :mod:`indexers.persistence` (files and manifests),
+:mod:`indexers.errors`, and one module per backend (:mod:`indexers.exact`, :mod:`indexers.faiss`,
+:mod:`indexers.usearch_index`). This package never imports ``vectorstore``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from indexers.base import BaseIndex, IndexSpec, VectorIndex, read_manifest
+from indexers.base import BaseIndex
+from indexers.errors import IncompatibleIndexError, InvalidInputError
 from indexers.exact import ExactIndex
-from vectorstore.errors import IncompatibleIndexError, InvalidInputError
+from indexers.persistence import read_manifest
+from indexers.spec import Device, IndexSpec, Kind, Metric, VectorIndex
 
-__all__ = ["KINDS", "BaseIndex", "IndexSpec", "VectorIndex", "index_class", "load_index", "make_index"]
+if TYPE_CHECKING:
+    from indexers.usearch_index import USearchDtype
+
+__all__ = [
+    "KINDS",
+    "BaseIndex",
+    "IndexSpec",
+    "Kind",
+    "Metric",
+    "VectorIndex",
+    "index_class",
+    "load_index",
+    "make_index",
+]
 
 KINDS: tuple[str, ...] = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq", "usearch-hnsw")
 
 
-def index_class(kind: str) -> type[BaseIndex]:
-    """The backend class registered for ``kind`` (FAISS and USearch are imported on first use)."""
+def index_class(kind: str, options: Mapping[str, Any] | None = None) -> type[BaseIndex]:
+    """The backend class for ``kind`` and its options (FAISS and USearch are imported on first use).
+
+    ``faiss-ivfpq`` has two: refined (``refine_factor >= 1``, the default) and raw PQ (``0``).
+    """
     if kind == "exact":
         return ExactIndex
     if kind.startswith("faiss-"):
-        from indexers import faiss_index
+        from indexers import faiss as fi
 
+        if kind == "faiss-ivfpq":
+            refine = (options or {}).get("refine_factor", fi.FaissRefinedIVFPQIndex.defaults["refine_factor"])
+            return (
+                fi.FaissIVFPQIndex
+                if refine == 0 and not isinstance(refine, bool)
+                else fi.FaissRefinedIVFPQIndex
+            )
         table: dict[str, type[BaseIndex]] = {
-            "faiss-flat": faiss_index.FaissFlatIndex,
-            "faiss-hnsw": faiss_index.FaissHNSWIndex,
-            "faiss-ivf": faiss_index.FaissIVFIndex,
-            "faiss-ivfpq": faiss_index.FaissIVFPQIndex,
+            "faiss-flat": fi.FaissFlatIndex,
+            "faiss-hnsw": fi.FaissHNSWIndex,
+            "faiss-ivf": fi.FaissIVFIndex,
         }
         if kind in table:
             return table[kind]
@@ -45,15 +75,86 @@ def index_class(kind: str) -> type[BaseIndex]:
     raise InvalidInputError(f"unknown index kind {kind!r}; expected one of {list(KINDS)}")
 
 
+# One signature per kind, so a type checker knows each kind's options.
+@overload
+def make_index(kind: IndexSpec) -> BaseIndex: ...
+@overload
 def make_index(
-    kind: str | IndexSpec, dim: int | None = None, metric: str = "cosine", **options: Any
+    kind: Literal["exact"],
+    dim: int,
+    metric: Metric | str = ...,
+    *,
+    chunk_size: int = ...,
+    device: Device = ...,
+) -> BaseIndex: ...
+@overload
+def make_index(
+    kind: Literal["faiss-flat"], dim: int, metric: Metric | str = ..., *, device: Device = ...
+) -> BaseIndex: ...
+@overload
+def make_index(
+    kind: Literal["faiss-hnsw"],
+    dim: int,
+    metric: Metric | str = ...,
+    *,
+    M: int = ...,
+    efConstruction: int = ...,
+    efSearch: int = ...,
+) -> BaseIndex: ...
+@overload
+def make_index(
+    kind: Literal["faiss-ivf"],
+    dim: int,
+    metric: Metric | str = ...,
+    *,
+    nlist: int = ...,
+    nprobe: int = ...,
+    train_size: int | None = ...,
+    device: Device = ...,
+) -> BaseIndex: ...
+@overload
+def make_index(
+    kind: Literal["faiss-ivfpq"],
+    dim: int,
+    metric: Metric | str = ...,
+    *,
+    nlist: int = ...,
+    nprobe: int = ...,
+    m: int | None = ...,
+    nbits: int = ...,
+    refine_factor: int = ...,
+    train_size: int | None = ...,
+    device: Device = ...,
+) -> BaseIndex: ...
+@overload
+def make_index(
+    kind: Literal["usearch-hnsw"],
+    dim: int,
+    metric: Metric | str = ...,
+    *,
+    connectivity: int = ...,
+    expansion_add: int = ...,
+    expansion_search: int = ...,
+    dtype: USearchDtype = ...,
+) -> BaseIndex: ...
+@overload
+def make_index(kind: str, dim: int, metric: Metric | str = ..., **options: Any) -> BaseIndex: ...
+def make_index(
+    kind: str | IndexSpec, dim: int | None = None, metric: Metric | str = "cosine", **options: Any
 ) -> BaseIndex:
-    """Create an empty index from a kind name (plus dim, metric, options) or an :class:`IndexSpec`."""
+    """Create an empty index from a kind name (plus dim, metric, options) or an :class:`IndexSpec`.
+
+    The options are copied, never changed; an unknown option raises :class:`InvalidInputError`
+    listing the valid ones.
+    """
     if isinstance(kind, IndexSpec):
-        return index_class(kind.kind)(kind.dim, kind.metric, **dict(kind.options))
+        spec = kind
+        kind, dim, metric, options = spec.kind, spec.dim, spec.metric, dict(spec.options)
     if dim is None:
         raise InvalidInputError("make_index needs dim")
-    return index_class(kind)(dim, metric, **options)
+    cls = index_class(kind, options)
+    cls.check_options(options)
+    return cls(dim, metric, **dict(options))
 
 
 def load_index(
@@ -75,7 +176,7 @@ def load_index(
     d = Path(directory)
     manifest = read_manifest(d)
     try:
-        cls = index_class(str(manifest["backend"]))
+        cls = index_class(str(manifest["backend"]), manifest.get("options") or {})
     except InvalidInputError as exc:
         raise IncompatibleIndexError(
             f"index in {d} was written by unknown backend {manifest['backend']!r}"

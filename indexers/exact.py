@@ -10,146 +10,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from indexers.base import BaseIndex, save_arrays
+from indexers.base import BaseIndex
+from indexers.errors import InvalidIDError, InvalidInputError
+from indexers.persistence import save_arrays
 from indexers.scoring import exact_scores, normalize_rows, sort_rows, top_k
-from vectorstore.errors import InvalidInputError
+from indexers.spec import Device, Metric
+from indexers.validation import check_device
+from indexers.vector_table import VectorTable
 
-__all__ = ["ExactIndex", "VectorTable"]
-
-
-class VectorTable:
-    """Keys and float32 vectors in growable arrays, with O(1) removal by swapping in the last row.
-
-    The key -> row dict is built only when first needed (removal, small lookups). Bulk lookups use
-    a dense ``key -> row`` array while the keys are small integers (the store's row ids: one gather
-    per lookup), else a cached sorted copy of the keys; both are built lazily, so loading a large
-    table costs no per-key Python work, and the dense array is kept up to date by writes.
-    """
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self._keys = np.empty(0, dtype=np.int64)
-        self._vecs = np.empty((0, dim), dtype=np.float32)
-        self._n = 0
-        self._row_map: dict[int, int] | None = {}
-        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted keys, their rows), rebuilt lazily
-        self._dense: np.ndarray | None = None  # key -> row, -1 where absent
-        self._sparse = False  # the keys were found too spread out for a dense map (until the next add)
-
-    @classmethod
-    def from_arrays(cls, keys: np.ndarray, vectors: np.ndarray) -> VectorTable:
-        """Adopt ``keys`` / ``vectors`` as the table's storage (no copy, no per-key work)."""
-        table = cls(vectors.shape[1])
-        table._keys, table._vecs, table._n = keys, vectors, len(keys)
-        table._row_map = None
-        return table
-
-    def __len__(self) -> int:
-        return self._n
-
-    @property
-    def _row(self) -> dict[int, int]:
-        if self._row_map is None:
-            self._row_map = dict(zip(self._keys[: self._n].tolist(), range(self._n)))
-        return self._row_map
-
-    @property
-    def keys(self) -> np.ndarray:
-        return self._keys[: self._n]
-
-    @property
-    def vectors(self) -> np.ndarray:
-        return self._vecs[: self._n]
-
-    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        need = self._n + len(keys)
-        if need > len(self._keys) or not self._vecs.flags.writeable:
-            cap = max(need, int(len(self._keys) * 1.5) + 1024)
-            new_keys = np.empty(cap, dtype=np.int64)
-            new_vecs = np.empty((cap, self.dim), dtype=np.float32)
-            new_keys[: self._n] = self._keys[: self._n]
-            new_vecs[: self._n] = self._vecs[: self._n]
-            self._keys, self._vecs = new_keys, new_vecs
-        self._keys[self._n : need] = keys
-        self._vecs[self._n : need] = vectors
-        if self._row_map is not None:
-            for i, key in enumerate(keys.tolist()):
-                self._row_map[key] = self._n + i
-        if self._dense is not None and len(keys):
-            if int(keys.max()) < len(self._dense):
-                self._dense[keys] = np.arange(self._n, need)
-            else:
-                self._dense = None
-        self._sparse = False
-        self._n = need
-        self._lookup = None
-
-    def remove(self, keys: np.ndarray) -> None:
-        if not self._vecs.flags.writeable:
-            self.add(np.empty(0, np.int64), np.empty((0, self.dim), np.float32))  # take a private copy
-        row_map = self._row
-        for key in keys.tolist():
-            row = row_map.pop(key)
-            last = self._n - 1
-            if self._dense is not None:
-                self._dense[key] = -1
-            if row != last:
-                moved = int(self._keys[last])
-                self._keys[row] = moved
-                self._vecs[row] = self._vecs[last]
-                row_map[moved] = row
-                if self._dense is not None:
-                    self._dense[moved] = row
-            self._n = last
-        self._lookup = None
-
-    def _dense_map(self) -> np.ndarray | None:
-        """The dense key -> row array, built on first use when the keys are at most ~2x as spread as their count."""
-        if self._dense is None and not self._sparse and self._n:
-            keys = self._keys[: self._n]
-            top = int(keys.max())
-            if top < 2 * self._n + 4096:
-                dense = np.full(top + top // 4 + 1024, -1, dtype=np.int64)  # headroom for appended row ids
-                dense[keys] = np.arange(self._n)
-                self._dense = dense
-            else:
-                self._sparse = True
-        return self._dense
-
-    def _locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, rows) of ``keys``: a dense gather when possible, else binary search in a sorted copy."""
-        dense = self._dense_map()
-        if dense is not None and len(keys):
-            if int(keys.min()) >= 0 and int(keys.max()) < len(dense):
-                rows = dense[keys]
-            else:
-                inside = (keys >= 0) & (keys < len(dense))
-                rows = np.where(inside, dense[np.where(inside, keys, 0)], -1)
-            return rows >= 0, rows
-        if self._lookup is None:
-            order = np.argsort(self._keys[: self._n], kind="stable")
-            self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
-        sorted_keys, sorted_rows = self._lookup
-        if len(sorted_keys) == 0:
-            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
-        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-        return sorted_keys[pos] == keys, sorted_rows[pos]
-
-    def rows(self, keys: np.ndarray) -> np.ndarray:
-        """Row numbers of present keys (KeyError naming some that are not stored)."""
-        if len(keys) < 64 and self._row_map is not None and self._dense_map() is None:
-            return np.fromiter((self._row_map[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
-        found, rows = self._locate(keys)
-        if not found.all():
-            raise KeyError(f"keys not stored: {keys[~found][:5].tolist()}")
-        return rows
-
-    def get(self, keys: np.ndarray) -> np.ndarray:
-        return self._vecs[self.rows(np.asarray(keys, dtype=np.int64))]
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        """Boolean mask: which of ``keys`` are stored (vectorised)."""
-        return self._locate(np.asarray(keys, dtype=np.int64))[0]
+__all__ = ["ExactIndex"]
 
 
 class ExactIndex(BaseIndex):
@@ -167,15 +36,17 @@ class ExactIndex(BaseIndex):
     def scores_are_exact(self) -> bool:
         return True
 
-    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
-        super().__init__(dim, metric, **options)
+    def __init__(
+        self, dim: int, metric: Metric | str = "cosine", *, chunk_size: int = 65536, device: Device = "auto"
+    ) -> None:
+        super().__init__(dim, metric, {"chunk_size": chunk_size, "device": device})
         self._table = VectorTable(self.dim)
 
     def _validate_options(self) -> None:
-        if not isinstance(self.options["chunk_size"], int) or self.options["chunk_size"] <= 0:
-            raise InvalidInputError(f"chunk_size must be a positive int, got {self.options['chunk_size']!r}")
-        if self.options["device"] not in ("auto", "cpu", "cuda"):
-            raise InvalidInputError(f"device must be 'auto', 'cpu' or 'cuda', got {self.options['device']!r}")
+        size = self.options["chunk_size"]
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise InvalidInputError(f"chunk_size must be a positive int, got {size!r}")
+        check_device(self.options["device"])
 
     def _prepare(self, vectors: np.ndarray) -> np.ndarray:
         # Cosine is stored pre-normalised so search is a plain inner product.
@@ -191,8 +62,23 @@ class ExactIndex(BaseIndex):
         return self._table.get(keys)
 
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
-        """Boolean mask: which of ``keys`` are in the index."""
+        """Boolean mask: which of ``keys`` are in the index (vectorised)."""
         return self._table.contains(keys)
+
+    def get_vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The stored rows of ``keys`` (normalised for cosine), vectorised.
+
+        Raises:
+            InvalidIDError: some key is not stored.
+        """
+        try:
+            return self._table.get(keys)
+        except KeyError as exc:
+            raise InvalidIDError(str(exc.args[0]) if exc.args else "keys not stored") from exc
+
+    def stored_keys(self) -> np.ndarray:
+        """The keys in storage order (a view; do not modify)."""
+        return self._table.keys
 
     def _use_torch(self) -> bool:
         if self.options["device"] == "cpu" or self.metric == "manhattan":

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from vectorstore.errors import UnsupportedMetricError
+from indexers.errors import UnsupportedMetricError
 
 __all__ = [
     "METRICS",

@@ -9,16 +9,20 @@ with no recall promise of its own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from usearch.index import Index
 
-from indexers.base import BaseIndex, unit_rows_checked
+from indexers.base import BaseIndex
+from indexers.errors import InvalidInputError, UnsupportedMetricError
 from indexers.scoring import empty_results, order_results, top_k
-from vectorstore.errors import InvalidInputError, UnsupportedMetricError
+from indexers.spec import Metric
+from indexers.validation import check_positive, unit_rows_checked
 
-__all__ = ["USearchIndex"]
+__all__ = ["USearchDtype", "USearchIndex"]
+
+USearchDtype = Literal["f32", "f16", "i8", "b1"]
 
 _METRICS = {"cosine": "cos", "dot": "ip", "euclidean": "l2sq"}
 _DTYPES = ("f32", "f16", "i8", "b1")
@@ -42,15 +46,31 @@ class USearchIndex(BaseIndex):
         "dtype": "f16",
     }
 
-    def __init__(self, dim: int, metric: str = "cosine", **options: Any) -> None:
-        super().__init__(dim, metric, **options)
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = "cosine",
+        *,
+        connectivity: int = 32,
+        expansion_add: int = 200,
+        expansion_search: int = 64,
+        dtype: USearchDtype = "f16",
+    ) -> None:
+        super().__init__(
+            dim,
+            metric,
+            {
+                "connectivity": connectivity,
+                "expansion_add": expansion_add,
+                "expansion_search": expansion_search,
+                "dtype": dtype,
+            },
+        )
         self._index = self._new_index()
 
     def _validate_options(self) -> None:
         for name in ("connectivity", "expansion_add", "expansion_search"):
-            v = self.options[name]
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise InvalidInputError(f"option {name} must be a positive int, got {v!r}")
+            check_positive(name, self.options[name])
         if self.options["dtype"] not in _DTYPES:
             raise InvalidInputError(f"dtype must be one of {list(_DTYPES)}, got {self.options['dtype']!r}")
         if self.options["dtype"] == "i8" and self.metric != "cosine":

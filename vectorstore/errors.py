@@ -13,14 +13,17 @@
     │   ├── InvalidMetadataError                   metadata values that are not JSON scalars/lists
     │   └── InvalidCollectionNameError             names that could escape a path
     ├── ModelLoadError                             a model could not be found or read
-    ├── IndexError_                                problems of a vector index backend
+    ├── IndexBackendError                          problems of a vector index and its files
     │   ├── IndexCorruptedError                    truncated / garbled index file or manifest
     │   ├── IncompatibleIndexError                 a saved index that does not match what was asked
-    │   └── UnsupportedMetricError                 a metric the backend cannot serve
+    │   └── UnsupportedMetricError                 a metric the backend cannot serve (also an InvalidInputError)
     ├── CollectionNotFoundError (also a KeyError)
     ├── CollectionExistsError
     ├── CollectionConfigError                      reopening with a different model / dim / metric
     └── StorageError                               the database refused or failed a write
+
+The root, the vector/id input errors and the index errors are defined in :mod:`indexers.errors` (the
+lower layer, which must not import this package) and re-exported here.
 
 Every backend exception (FAISS, USearch, SQLAlchemy, transformers) is translated at the seam where
 it is caught and raised ``from`` the original, so callers only ever need ``except VectorStoreError``.
@@ -30,6 +33,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from indexers.errors import (
+    DimensionMismatchError,
+    DuplicateIDError,
+    IncompatibleIndexError,
+    IndexBackendError,
+    IndexCorruptedError,
+    InvalidIDError,
+    InvalidInputError,
+    InvalidVectorError,
+    UnsupportedMetricError,
+    VectorStoreError,
+)
+
 __all__ = [
     "CollectionConfigError",
     "CollectionExistsError",
@@ -38,8 +54,8 @@ __all__ = [
     "DuplicateDocumentError",
     "DuplicateIDError",
     "IncompatibleIndexError",
+    "IndexBackendError",
     "IndexCorruptedError",
-    "IndexError_",
     "InvalidCollectionNameError",
     "InvalidFilterError",
     "InvalidIDError",
@@ -51,30 +67,6 @@ __all__ = [
     "UnsupportedMetricError",
     "VectorStoreError",
 ]
-
-
-class VectorStoreError(Exception):
-    """Base class of every error raised by vectorstore and indexers."""
-
-
-class InvalidInputError(VectorStoreError, ValueError):
-    """An argument has a value the library cannot accept; the message names it."""
-
-
-class DimensionMismatchError(InvalidInputError):
-    """A vector's length differs from the dimension the index or collection was built with."""
-
-
-class InvalidVectorError(InvalidInputError):
-    """A vector holds NaN/inf, has the wrong rank, or cannot be read as float32."""
-
-
-class InvalidIDError(InvalidInputError):
-    """An id is empty, not a string, or names no stored record where one is required."""
-
-
-class DuplicateIDError(InvalidInputError):
-    """Ids repeat within a batch, or already exist where new ones are required."""
 
 
 class DuplicateDocumentError(InvalidInputError):
@@ -103,22 +95,6 @@ class InvalidCollectionNameError(InvalidInputError):
 
 class ModelLoadError(VectorStoreError):
     """A model could not be located or read; the message lists every place that was tried."""
-
-
-class IndexError_(VectorStoreError):
-    """Base class of the errors raised by a vector index backend."""
-
-
-class IndexCorruptedError(IndexError_):
-    """A saved index file or its manifest is truncated, garbled or inconsistent."""
-
-
-class IncompatibleIndexError(IndexError_):
-    """A saved index was written for another backend, dimension, metric or format version."""
-
-
-class UnsupportedMetricError(IndexError_, InvalidInputError):
-    """The backend cannot serve the requested metric (or the metric name is unknown)."""
 
 
 class CollectionNotFoundError(VectorStoreError, KeyError):

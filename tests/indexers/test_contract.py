@@ -337,9 +337,9 @@ def test_loaded_index_accepts_removal_and_addition(backend, rng, tmp_path):
 )
 def test_compaction_after_mass_removal(kind, options, rng, tmp_path, monkeypatch):
     """Removing most positions rebuilds the position-labelled structures; answers stay exact-equal."""
-    from indexers import faiss_index
+    from indexers.faiss import labels
 
-    monkeypatch.setattr(faiss_index, "_COMPACT_MIN_DEAD", 10)
+    monkeypatch.setattr(labels, "_COMPACT_MIN_DEAD", 10)
     x = clustered(rng, 400, DIM)
     keys = np.arange(400, dtype=np.int64) * 5
     index = indexers.make_index(kind, DIM, "euclidean", **options)
@@ -367,7 +367,7 @@ def test_compaction_after_mass_removal(kind, options, rng, tmp_path, monkeypatch
 
 def test_unchanged_files_skip_the_checksum_pass(rng, tmp_path, monkeypatch):
     """A file whose stat is still the one recorded at save time is not re-read; an edited one is."""
-    from indexers import base
+    from indexers import persistence
 
     index = indexers.make_index("exact", DIM)
     index.add(np.arange(50), clustered(rng, 50, DIM))
@@ -379,11 +379,11 @@ def test_unchanged_files_skip_the_checksum_pass(rng, tmp_path, monkeypatch):
         f = tmp_path / info["name"]
         old = f.stat().st_mtime_ns - 10**9
         os.utime(f, ns=(old, old))
-        info["stat"] = base._stat_signature(f.stat())
+        info["stat"] = persistence._stat_signature(f.stat())
     manifest_path.write_text(json.dumps(manifest))
     calls = []
-    real_crc = base._crc32
-    monkeypatch.setattr(base, "_crc32", lambda p: calls.append(p) or real_crc(p))
+    real_crc = persistence._crc32
+    monkeypatch.setattr(persistence, "_crc32", lambda p: calls.append(p) or real_crc(p))
     assert len(indexers.load_index(tmp_path)) == 50 and calls == []
 
     native = tmp_path / manifest["files"]["vectors"]["name"]
@@ -535,9 +535,9 @@ def test_bulk_add_into_empty_index_keeps_duplicate_checks(backend, rng):
 
 def test_faiss_without_mapped_loading_reads_files_into_memory(rng, tmp_path, monkeypatch):
     """FAISS builds without IO_FLAG_MMAP_IFC load the same index, unmapped."""
-    from indexers import faiss_index
+    from indexers.faiss import common
 
-    monkeypatch.setattr(faiss_index, "_MMAP_FLAG", None)
+    monkeypatch.setattr(common, "_MMAP_FLAG", None)
     x = clustered(rng, 200, DIM)
     index = indexers.make_index("faiss-hnsw", DIM, "cosine")
     index.add(np.arange(200), x)

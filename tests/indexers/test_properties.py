@@ -36,7 +36,7 @@ def make_machine(kind: str, options: dict) -> type[RuleBasedStateMachine]:
         def add(self, keys, seed):
             vecs = np.random.default_rng(seed).standard_normal((len(keys), DIM)).astype(np.float32)
             if any(k in self.model for k in keys):
-                with pytest.raises(indexers.base.DuplicateIDError):
+                with pytest.raises(indexers.errors.DuplicateIDError):
                     self.index.add(keys, vecs)
                 return
             self.index.add(keys, vecs)

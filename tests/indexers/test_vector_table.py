@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexers.exact import VectorTable
+from indexers.vector_table import VectorTable
 
 
 @pytest.mark.parametrize("spread", [1, 10_000], ids=["dense-keys", "spread-keys"])

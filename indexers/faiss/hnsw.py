@@ -1,0 +1,125 @@
+"""``faiss-hnsw``: FAISS's ``IndexHNSWFlat`` graph, its nodes labelled by position."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import faiss
+import numpy as np
+
+from indexers.faiss.common import FAISS_METRIC, FaissBase
+from indexers.faiss.labels import PositionLabels
+from indexers.persistence import save_arrays
+from indexers.scoring import empty_results
+from indexers.spec import Metric
+from indexers.validation import check_positive
+
+__all__ = ["FaissHNSWIndex"]
+
+logger = logging.getLogger(__name__)
+
+
+class FaissHNSWIndex(FaissBase, PositionLabels):
+    """``faiss-hnsw``: ``IndexHNSWFlat`` graph search.
+
+    HNSW graphs cannot drop nodes, so removal marks the node's internal id dead (search skips it
+    through an ID selector) and the graph is rebuilt from its own vectors once more than half of
+    it is dead.
+
+    Options:
+        M: graph degree (32). efConstruction: build beam (200). efSearch: search beam (64, raised to k).
+    """
+
+    kind = "faiss-hnsw"
+    defaults: ClassVar[dict[str, Any]] = {"M": 32, "efConstruction": 200, "efSearch": 64}
+    _map_on_load = True
+
+    def __init__(
+        self,
+        dim: int,
+        metric: Metric | str = "cosine",
+        *,
+        M: int = 32,
+        efConstruction: int = 200,
+        efSearch: int = 64,
+    ) -> None:
+        super().__init__(dim, metric, {"M": M, "efConstruction": efConstruction, "efSearch": efSearch})
+        self._reset_graph()
+
+    def _validate_options(self) -> None:
+        for name in ("M", "efConstruction", "efSearch"):
+            check_positive(name, self.options[name])
+
+    def _reset_graph(self) -> None:
+        self._index = faiss.IndexHNSWFlat(self.dim, self.options["M"], FAISS_METRIC[self.metric])
+        self._index.hnsw.efConstruction = self.options["efConstruction"]
+        self._index.hnsw.efSearch = self.options["efSearch"]
+        self._reset_labels()
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        start = self._index.ntotal
+        self._index.add(self._prepare(vectors))
+        self._append_labels(start, keys)
+
+    def _remove(self, keys: np.ndarray) -> None:
+        self._drop_labels(keys)
+        if self._needs_compaction():
+            self._compact()
+
+    def _compact(self) -> None:
+        keys, vectors = self._live_entries(self._index)
+        logger.info("faiss-hnsw: rebuilding graph without %d removed vectors", self._dead)
+        self._reset_graph()
+        if vectors is not None:
+            # vectors are already prepared (normalised for cosine); add them as they are
+            self._index.add(vectors)
+            self._append_labels(0, keys)
+
+    def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(self._index.reconstruct_batch(self._positions(keys)), dtype=np.float32)
+
+    def _run(self, queries: np.ndarray, kk: int, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The ``kk`` (<= stored) best of each query, padded to ``k``. ``selectors`` keeps every SWIG
+        selector object alive for the call; the last one is used."""
+        prepared = self._prepare(queries, "queries")
+        if selectors or kk > self.options["efSearch"]:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.options["efSearch"], kk)
+            if selectors:
+                params.sel = selectors[-1]
+            d, ids = self._index.search(prepared, kk, params=params)
+        else:
+            d, ids = self._index.search(prepared, kk)
+        return self._finish(d, self._key_of[ids], k)
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        kk = min(k, len(self))
+        if self._dead:
+            return self._run(queries, kk, k, *self._dead_selector())
+        return self._run(queries, kk, k)
+
+    def _search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = self._positions(allowed_keys, missing_ok=True)
+        if len(ids) == 0:
+            return empty_results(len(q), k)
+        return self._run(q, min(k, len(ids)), k, faiss.IDSelectorBatch(ids))
+
+    def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
+        path = directory / f"index-{tag}.faiss"
+        faiss.write_index(self._index, str(path))
+        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
+
+    def _read_files(self, files: dict[str, Path]) -> None:
+        index = self._read_index(files["index"])
+        labels = np.load(files["labels"], allow_pickle=False)
+        if index.d != self.dim or labels.ndim != 1 or len(labels) != index.ntotal:
+            raise ValueError(
+                f"graph of {index.ntotal} x {index.d} does not match {len(labels)} labels / dim {self.dim}"
+            )
+        self._index = index
+        self._index.hnsw.efSearch = self.options["efSearch"]
+        self._set_loaded_keys(self._load_labels(labels))

@@ -1,0 +1,163 @@
+"""Saved index files: atomic writes (temp name, fsync, manifest renamed last), the JSON manifest, and
+the checks a load runs before anything is trusted (sizes, CRCs, format version)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexers.errors import IncompatibleIndexError, IndexCorruptedError, InvalidInputError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "read_manifest",
+    "save_arrays",
+    "verified_files",
+    "write_manifest",
+]
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    buf = bytearray(1 << 22)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            crc = zlib.crc32(view[:n], crc)  # releases the GIL: index and cache can verify in parallel
+    return crc
+
+
+def _stat_signature(st: os.stat_result) -> list[int]:
+    """Size, modification time (ns), inode and device: any rewrite, copy or in-place edit changes one of them."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def save_arrays(directory: Path, tag: str, arrays: Mapping[str, np.ndarray]) -> dict[str, Path]:
+    """Write each array as ``index-{tag}.{role}.npy`` (plain .npy arrays, object arrays refused); returns role -> path."""
+    out: dict[str, Path] = {}
+    for role, array in arrays.items():
+        path = directory / f"index-{tag}.{role}.npy"
+        with open(path, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        out[role] = path
+    return out
+
+
+def write_manifest(directory: Path, tag: str, written: Mapping[str, Path], facts: Mapping[str, Any]) -> None:
+    """Fsync and checksum the ``written`` files, then publish them by renaming the manifest into place.
+
+    ``facts`` are the backend's own entries (backend, dim, metric, options, sequence, count). A crash
+    before the rename leaves the previous manifest, which still names the previous files; files no
+    manifest names any more are removed afterwards.
+    """
+    files: dict[str, Any] = {}
+    for role, path in written.items():
+        _fsync_file(path)
+        st = path.stat()
+        files[role] = {
+            "name": path.name,
+            "size": st.st_size,
+            "crc32": _crc32(path),
+            # the file as written and checksummed: a load that finds the same stat skips the CRC pass
+            "stat": _stat_signature(st),
+        }
+    manifest = {"format_version": FORMAT_VERSION, **facts, "files": files}
+    tmp = directory / f".{MANIFEST_NAME}.{tag}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    _fsync_file(tmp)
+    os.replace(tmp, directory / MANIFEST_NAME)
+    _fsync_dir(directory)
+    keep = {p.name for p in written.values()} | {MANIFEST_NAME}
+    for old in directory.iterdir():
+        if old.name not in keep and old.name.startswith(("index-", ".manifest.json.")):
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and sanity-check ``manifest.json`` of a saved index."""
+    path = Path(directory) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise IndexCorruptedError(f"no index manifest at {path}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IndexCorruptedError(f"index manifest {path} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise IndexCorruptedError(f"index manifest {path} is not a JSON object")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IncompatibleIndexError(
+            f"index at {directory} has format version {version!r}; this library reads {FORMAT_VERSION}"
+        )
+    for key in ("backend", "dim", "metric", "options", "sequence", "files"):
+        if key not in manifest:
+            raise IndexCorruptedError(f"index manifest {path} lacks {key!r}")
+    return manifest
+
+
+def verified_files(directory: Path, manifest: Mapping[str, Any], verify: bool | str) -> dict[str, Path]:
+    """role -> path of every file the manifest names, each checked for presence and size, and for its
+    CRC unless ``verify`` is ``False`` or the file's stat is still the one recorded when it was written
+    (``verify="full"`` always recomputes it)."""
+    if verify not in (True, False, "full"):
+        raise InvalidInputError(f"verify must be True, False or 'full', got {verify!r}")
+    manifest_mtime = (directory / MANIFEST_NAME).stat().st_mtime_ns
+    files: dict[str, Path] = {}
+    for role, info in manifest["files"].items():
+        try:
+            path = directory / str(info["name"])
+            if "/" in str(info["name"]) or not path.is_file():
+                raise IndexCorruptedError(f"index file {path} named by the manifest is missing")
+            st = path.stat()
+            if st.st_size != int(info["size"]):
+                raise IndexCorruptedError(
+                    f"index file {path} has {st.st_size} bytes, the manifest says {info['size']}"
+                )
+            # Trusted only when written in an earlier clock tick than the manifest: mtimes are coarse,
+            # so an edit in the same tick as the save could otherwise keep the recorded stat.
+            unchanged = (
+                verify != "full"
+                and info.get("stat") == _stat_signature(st)
+                and st.st_mtime_ns < manifest_mtime
+            )
+            if verify and not unchanged and _crc32(path) != int(info["crc32"]):
+                raise IndexCorruptedError(f"index file {path} fails its checksum (garbled)")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptedError(
+                f"index manifest in {directory} has a bad file entry: {info!r}"
+            ) from exc
+        files[role] = path
+    return files
