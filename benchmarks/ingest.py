@@ -43,7 +43,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp())
         try:
             with vs.Store(work / "s") as store:
-                store._models["all-MiniLM-L6-v2"] = model  # same weights object, no second load
+                store.models.encoders["all-MiniLM-L6-v2"] = model  # same weights object, no second load
                 col = store.create_collection("sts", index=args.index)
                 t = time.perf_counter()
                 col.add(

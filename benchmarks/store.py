@@ -62,7 +62,7 @@ def bench_ours(
             metadatas=metas[s : s + step],
         )
     ingest_s = time.perf_counter() - t
-    col._state.drain()  # wait for the background indexer: latency is measured on a complete index
+    col.wait_until_indexed()  # the background indexer: latency is measured on a complete index
     indexed_s = time.perf_counter() - t
     lat, found = [], []
     for q in queries:

@@ -33,12 +33,11 @@ from vectorstore.errors import (
 
 if TYPE_CHECKING:
     from vectorstore import util
-    from vectorstore.collection import AddResult, Collection, GetResult
-    from vectorstore.duplicates import DuplicatePair, SkippedDocument
+    from vectorstore.collection import Collection
     from vectorstore.models.cross_encoder import CrossEncoder
     from vectorstore.models.sentence_transformer import SentenceTransformer
-    from vectorstore.pipeline import Hit
     from vectorstore.quantization import quantize_embeddings
+    from vectorstore.results import AddResult, DuplicatePair, GetResult, Hit, SkippedDocument
     from vectorstore.similarity import SimilarityFunction
     from vectorstore.store import Store
 
@@ -47,11 +46,11 @@ __version__ = "0.1.0"
 _LAZY: dict[str, tuple[str, str | None]] = {
     "Collection": ("vectorstore.collection", "Collection"),
     "CrossEncoder": ("vectorstore.models.cross_encoder", "CrossEncoder"),
-    "DuplicatePair": ("vectorstore.duplicates", "DuplicatePair"),
-    "GetResult": ("vectorstore.collection", "GetResult"),
-    "AddResult": ("vectorstore.collection", "AddResult"),
-    "SkippedDocument": ("vectorstore.duplicates", "SkippedDocument"),
-    "Hit": ("vectorstore.pipeline", "Hit"),
+    "DuplicatePair": ("vectorstore.results", "DuplicatePair"),
+    "GetResult": ("vectorstore.results", "GetResult"),
+    "AddResult": ("vectorstore.results", "AddResult"),
+    "SkippedDocument": ("vectorstore.results", "SkippedDocument"),
+    "Hit": ("vectorstore.results", "Hit"),
     "Store": ("vectorstore.store", "Store"),
     "SentenceTransformer": ("vectorstore.models.sentence_transformer", "SentenceTransformer"),
     "SimilarityFunction": ("vectorstore.similarity", "SimilarityFunction"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -18,8 +17,6 @@ from tqdm.auto import tqdm
 from indexers.scoring import candidate_scores
 
 __all__ = [
-    "DuplicatePair",
-    "SkippedDocument",
     "claim_communities",
     "first_occurrences",
     "self_join",
@@ -29,44 +26,6 @@ SearchFn = Callable[[np.ndarray, int], np.ndarray]
 VectorsFn = Callable[[np.ndarray], np.ndarray]
 
 _PROGRESS_MIN_ROWS = 10_000
-
-
-@dataclass(frozen=True)
-class DuplicatePair:
-    """Two records whose exact similarity is at least the threshold.
-
-    Attributes:
-        id_a: one record's id (the one added first).
-        id_b: the other record's id.
-        score: exact similarity of their stored vectors (the collection's metric).
-    """
-
-    id_a: str
-    id_b: str
-    score: float
-
-
-@dataclass(frozen=True)
-class SkippedDocument:
-    """A document that ``add(..., on_duplicate="skip")`` did not write.
-
-    Attributes:
-        id: the id it was given.
-        duplicate_of: the id of the record (stored, or earlier in the same batch) it duplicates.
-        score: their exact similarity.
-        in_batch: True when ``duplicate_of`` is an earlier item of the same call.
-    """
-
-    id: str
-    duplicate_of: str
-    score: float
-    in_batch: bool
-
-    @property
-    def reason(self) -> str:
-        """A one-line explanation."""
-        where = "earlier in the same batch" if self.in_batch else "already stored"
-        return f"similarity {self.score:.4f} to {self.duplicate_of!r} ({where})"
 
 
 def self_join(

@@ -22,15 +22,19 @@ Document filters: ``{"$contains": "text"}``, ``{"$not_contains": "text"}``, comb
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
+import numpy as np
+from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
 
+from vectorstore.db.reader import Reader
+from vectorstore.db.repository import Repository
 from vectorstore.db.schema import metadata_kv, records
 from vectorstore.errors import InvalidFilterError
 
-__all__ = ["compile_where", "compile_where_document", "has_positive_term"]
+__all__ = ["MatchingKeys", "compile_filter", "compile_where", "compile_where_document", "has_positive_term"]
 
 _KEY_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 _LOGIC = ("$and", "$or")
@@ -174,3 +178,54 @@ def compile_where_document(where_document: Mapping[str, Any] | None) -> ColumnEl
                 f"unknown document filter operator {op!r}; expected $contains, $not_contains, $and, $or"
             )
     return and_(*parts) if len(parts) > 1 else parts[0]
+
+
+def compile_filter(
+    collection_id: int, where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None
+) -> ColumnElement[bool] | None:
+    """The condition on ``records`` rows of both filters (None when neither filters anything)."""
+    parts = [
+        c
+        for c in (compile_where(collection_id, where), compile_where_document(where_document))
+        if c is not None
+    ]
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else and_(*parts)
+
+
+class MatchingKeys:
+    """The keys of a collection's records that match a filter, read through the query :class:`Reader`.
+
+    The statement of each recent filter is kept by the reader (with its compiled SQL on SQLite), so a
+    repeated filter skips compilation; its values stay bound parameters either way.
+    """
+
+    def __init__(self, collection_id: int, reader: Reader) -> None:
+        self._collection_id = collection_id
+        self._reader = reader
+
+    def __call__(
+        self, where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None
+    ) -> np.ndarray:
+        """Keys matching both filters, in no particular order.
+
+        Raises:
+            InvalidFilterError: the filter is malformed (nothing is cached for it).
+        """
+        try:
+            cache_key: str | None = json.dumps([where, where_document], sort_keys=True)
+        except (TypeError, ValueError):
+            cache_key = None
+
+        def build() -> Select[Any]:
+            cond = compile_filter(self._collection_id, where, where_document)
+            return Repository.keys_matching_stmt(
+                self._collection_id,
+                cond,
+                driven_by_filter=has_positive_term(where),
+                sqlite=self._reader.dialect == "sqlite",
+            )
+
+        rows = self._reader.rows(build, key=("filter", cache_key) if cache_key is not None else None)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

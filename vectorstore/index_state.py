@@ -2,19 +2,22 @@
 with SQLite through the change log.
 
 Both are caches (DESIGN invariant 2): saved atomically with the change ``seq`` they reflect, loaded
-on open only when their manifests check out, caught up by replaying later changes, and rebuilt from
-SQLite when missing, stale beyond the log, corrupt or incompatible — with a log line, never fatal.
+on open only when their manifests check out, caught up by replaying the changes committed after that
+``seq``, and rebuilt from SQLite when missing, corrupt, inconsistent with each other or newer than the
+database — with a log line, never fatal.
+
+Everything the rest of the store needs from this state goes through :class:`IndexState`'s public
+methods (search, vectors, membership, hydration); its index objects are not reached into.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -24,25 +27,11 @@ from indexers import BaseIndex, IndexSpec
 from indexers.exact import ExactIndex
 from indexers.scoring import exact_scores, top_k
 from vectorstore.db.engine import read_tx
-from vectorstore.db.repository import Repository, StoredRecord, hydrate_sql
+from vectorstore.db.reader import Reader
+from vectorstore.db.repository import Repository, StoredRecord, hydrate_stmt
 from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
 
 __all__ = ["IndexState"]
-
-
-def _open_probe(engine: Engine) -> sqlite3.Connection | None:
-    """A private connection used only to read ``PRAGMA data_version`` (file-backed SQLite only)."""
-    if engine.dialect.name != "sqlite":
-        return None
-    database = engine.url.database
-    if not database or database == ":memory:":
-        return None
-    from vectorstore.db.engine import CACHE_KIB
-
-    probe = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
-    probe.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    probe.execute("PRAGMA case_sensitive_like=ON")
-    return probe
 
 
 logger = logging.getLogger(__name__)
@@ -59,8 +48,18 @@ _INDEX_CHUNK = 1_000
 class IndexState:
     """The ANN index and vector cache of one collection in this process."""
 
-    def __init__(self, engine: Engine, collection_id: int, spec: IndexSpec, directory: Path | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        collection_id: int,
+        spec: IndexSpec,
+        directory: Path | None,
+        *,
+        reader: Reader | None = None,
+    ) -> None:
         self.engine = engine
+        # the query path's reads (hydration, filters, the change probe)
+        self.reader = reader if reader is not None else Reader(engine)
         self.collection_id = collection_id
         self.spec = spec
         self.directory = directory
@@ -72,7 +71,6 @@ class IndexState:
         self.saved_seq = 0
         self.pending: set[int] = set()  # keys in the vector cache, not yet in the ANN index
         self._indexer: threading.Thread | None = None
-        self._probe = _open_probe(engine)
         self._seen_version: int | None = None
         self._open()
 
@@ -132,12 +130,6 @@ class IndexState:
                 self.persist()
 
     # ------------------------------------------------------------------ keeping up
-    def _data_version(self) -> int | None:
-        if self._probe is None:
-            return None
-        with self.lock:
-            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
-
     def catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None = None) -> int:
         """Apply committed changes newer than what this process has applied; returns how many keys changed.
 
@@ -147,7 +139,7 @@ class IndexState:
         with self.lock:
             # SQLite bumps data_version when any other connection commits: an unchanged value means
             # there is nothing to read, which keeps this check off the query's critical path.
-            version = self._data_version()
+            version = self.reader.data_version()
             if version is not None and version == self._seen_version:
                 return 0
             with read_tx(self.engine) as conn:
@@ -194,7 +186,7 @@ class IndexState:
             if not self.pending or n <= 0:
                 return 0
             keys = np.fromiter(itertools.islice(self.pending, n), dtype=np.int64)
-            self.index.add(keys, self.vectors._vectors_for(keys))
+            self.index.add(keys, self.vectors.get_vectors(keys))
             self.pending.difference_update(keys.tolist())
             return len(keys)
 
@@ -241,7 +233,7 @@ class IndexState:
             if len(pend) == 0:
                 return keys, scores
             extra, extra_scores = top_k(
-                exact_scores(self.spec.metric, queries, self.vectors._vectors_for(pend)), pend, n
+                exact_scores(self.spec.metric, queries, self.vectors.get_vectors(pend)), pend, n
             )
             return np.concatenate([keys, extra], axis=1), np.concatenate([scores, extra_scores], axis=1)
 
@@ -268,57 +260,43 @@ class IndexState:
             self.index.save(self.directory / "index", sequence=self.applied_seq)
             self.saved_seq = self.applied_seq
 
-    # ------------------------------------------------------------------ fast reads for queries
-    def compile_select(self, stmt: Any) -> tuple[str, list[Any]] | None:
-        """SQL text and positional bound parameters of ``stmt`` for the private connection (None off SQLite)."""
-        if self._probe is None:
-            return None
-        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
-        return str(compiled), [compiled.params[name] for name in (compiled.positiontup or [])]
+    # ------------------------------------------------------------------ what queries read
+    def __len__(self) -> int:
+        """Records applied to this state (in the vector cache, indexed or pending)."""
+        return len(self.vectors)
 
-    def read_compiled(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        """Run SQL produced by :meth:`compile_select`."""
-        assert self._probe is not None
-        with self.lock:
-            return self._probe.execute(sql, params).fetchall()
+    def get_vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The stored float32 vectors of ``keys`` (all of them applied here), as in SQLite."""
+        return self.vectors.get_vectors(keys)
 
-    def read_sql(self, stmt: Any) -> list[tuple[Any, ...]]:
-        """Run a SELECT on the private SQLite connection (bound parameters kept), else through SQLAlchemy.
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``keys`` are applied here (a write committed after the last catch-up
+        may name keys that are not yet)."""
+        return self.vectors.contains_many(keys)
 
-        Queries read through here: it skips the pool and transaction bookkeeping, which otherwise
-        costs more than the lookups themselves. Each statement is its own consistent snapshot.
-        """
-        compiled = self.compile_select(stmt)
-        if compiled is None:
-            with read_tx(self.engine) as conn:
-                return [tuple(r) for r in conn.execute(stmt)]
-        return self.read_compiled(*compiled)
+    def all_keys(self) -> np.ndarray:
+        """Every applied key, sorted."""
+        return np.sort(self.vectors.stored_keys())
 
     def hydrate(self, keys: list[int]) -> dict[int, StoredRecord]:
-        """Ids, documents and metadata of ``keys``."""
-        if self._probe is None or not keys:
-            with read_tx(self.engine) as conn:
-                return Repository.hydrate(conn, keys)
+        """Ids, documents and metadata of ``keys``, in one statement per 5,000 keys."""
         out: dict[int, StoredRecord] = {}
         for start in range(0, len(keys), 5000):
             part = keys[start : start + 5000]
-            with self.lock:
-                rows = self._probe.execute(hydrate_sql(len(part)), part).fetchall()
+            n = len(part)
+            params = {f"k{i}": key for i, key in enumerate(part)}
+            rows = self.reader.rows(functools.partial(hydrate_stmt, n), params, key=("hydrate", n))
             out.update((int(row[0]), StoredRecord.from_row(row)) for row in rows)
         return out
 
     def close(self) -> None:
-        """Save and release the change probe."""
+        """Save and release the reader."""
         self.persist()
-        if self._probe is not None:
-            self._probe.close()
-            self._probe = None
+        self.reader.close()
 
     def discard(self) -> None:
         """The collection was deleted: stop indexing, never save again, release the probe."""
         with self.lock:
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None
-            if self._probe is not None:
-                self._probe.close()
-                self._probe = None
+            self.reader.close()

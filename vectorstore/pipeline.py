@@ -1,65 +1,158 @@
-"""Query stages as small functions: candidates -> exact rescoring -> hydrate -> optional rerank.
+"""The query pipeline: candidates -> exact scores -> hydrate -> optional rerank, as small stage functions.
 
-Every stage takes a batch of queries. Scores are always recomputed from the float32 vectors as
-stored (DESIGN invariant 5), whatever the ANN index returned.
+:func:`run_query` drives a validated :class:`QueryPlan` through the stages; every stage takes the
+whole batch of queries. Scores are exact similarities of the stored float32 vectors (DESIGN invariant
+5): an index that keeps full-precision vectors already returns them (``scores_are_exact``), any
+other index's candidates are rescored here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from indexers.exact import ExactIndex
 from indexers.scoring import candidate_scores, empty_results, exact_scores, pad_results, sort_rows, top_k
 from vectorstore.db.repository import StoredRecord
+from vectorstore.results import Hit
 
 if TYPE_CHECKING:
+    from vectorstore.index_state import IndexState
     from vectorstore.models.cross_encoder import CrossEncoder
 
-__all__ = ["Hit", "best_scored", "exact_over", "rerank", "rescore", "to_hits"]
+__all__ = [
+    "EXACT_FILTER_FRACTION",
+    "EXACT_FILTER_MAX",
+    "QueryPlan",
+    "VectorSource",
+    "best_scored",
+    "candidates",
+    "exact_over",
+    "filtered_candidates",
+    "rerank",
+    "rescore",
+    "run_query",
+    "to_hits",
+]
 
-# A filter matching at most this many rows (or this fraction of the collection) is answered exactly.
+# A filter matching at most this many rows (or this fraction of the collection) is answered exactly
+# over just those rows; a broader one goes to the ANN index with the matching keys as ``allowed``.
 EXACT_FILTER_MAX = 20_000
 EXACT_FILTER_FRACTION = 0.05
 
+MatchingFn = Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], np.ndarray]
 
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """One query result.
+
+class VectorSource(Protocol):
+    """Where full-precision vectors come from (the index state, or an exact index in tests)."""
+
+    def get_vectors(self, keys: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """A validated query request.
 
     Attributes:
-        id: the record's id.
-        score: exact similarity of the query and the stored vector (higher is better).
-        document: the stored document (None when not stored or not included).
-        metadata: the stored metadata (None when not stored or not included).
-        rank: 0-based position in the result list.
-        rerank_score: the cross-encoder score when the results were reranked, else None.
-        embedding: the stored vector when ``include`` asks for it.
+        queries: ``float32[q, dim]`` query vectors.
+        k: results per query the similarity stages produce (``rerank_k`` when reranking).
+        final_k: results per query returned.
+        fetch: ANN candidates per query.
+        where: metadata filter, or None.
+        where_document: document filter, or None.
+        include: which of documents / metadatas / embeddings the hits carry.
+        texts: the query texts (needed to rerank), or None.
+        cross_encoder: the reranker, or None.
     """
 
-    id: str
-    score: float
-    document: str | None = None
-    metadata: dict[str, Any] | None = None
-    rank: int = 0
-    rerank_score: float | None = None
-    embedding: np.ndarray | None = None
+    queries: np.ndarray
+    k: int
+    final_k: int
+    fetch: int
+    where: Mapping[str, Any] | None = None
+    where_document: Mapping[str, Any] | None = None
+    include: tuple[str, ...] = ("documents", "metadatas")
+    texts: Sequence[str] | None = None
+    cross_encoder: CrossEncoder | None = None
+
+    @property
+    def filtered(self) -> bool:
+        """Whether either filter restricts the records."""
+        return bool(self.where) or bool(self.where_document)
+
+
+def run_query(plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn) -> list[list[Hit]]:
+    """Every stage for a batch of queries; one hit list per query."""
+    state.catch_up()
+    q = plan.queries
+    with state.lock:
+        if not len(q):
+            keys, scores = empty_results(0, plan.k)
+        elif plan.filtered:
+            allowed = matching(plan.where, plan.where_document)
+            keys, scores = filtered_candidates(state, metric, q, allowed, plan.fetch, plan.k)
+        else:
+            keys, scores = candidates(state, metric, q, plan.fetch, None, plan.k)
+        # one query's keys are distinct already; a batch's may repeat across rows
+        found = keys[keys >= 0]
+        records = state.hydrate(found.tolist() if len(keys) == 1 else np.unique(found).tolist())
+        hits = to_hits(
+            keys,
+            scores,
+            records,
+            include_documents="documents" in plan.include or plan.cross_encoder is not None,
+            include_metadatas="metadatas" in plan.include,
+            vectors=state if "embeddings" in plan.include else None,
+        )
+    if plan.cross_encoder is not None:
+        assert plan.texts is not None  # resolve_reranker returns a model only for text queries
+        hits = rerank(
+            hits, plan.texts, plan.cross_encoder, plan.final_k, keep_documents="documents" in plan.include
+        )
+    return hits
+
+
+def candidates(
+    state: IndexState, metric: str, queries: np.ndarray, fetch: int, allowed: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """ANN candidates -> the best ``k`` by exact score (caller holds the state lock).
+
+    An index with full-precision vectors (``scores_are_exact``: exact, the FAISS flat, HNSW, IVF and
+    refined IVF-PQ kinds and USearch f32, for cosine and dot) already returns exact scores, so its
+    ranking is used as it is; any other index's candidates are rescored from the vector cache.
+    """
+    if state.index.scores_are_exact:
+        cand, scores = state.search_scored(queries, fetch, allowed)
+        return best_scored(cand, scores, fetch, k)
+    cand = state.search(queries, fetch, allowed)
+    return rescore(metric, state, queries, cand, k)
+
+
+def filtered_candidates(
+    state: IndexState, metric: str, queries: np.ndarray, matching: np.ndarray, fetch: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` among the ``matching`` keys: exactly over them when they are few, else through
+    the ANN index with them as the allowed set (caller holds the state lock)."""
+    if len(matching) <= max(EXACT_FILTER_MAX, EXACT_FILTER_FRACTION * len(state)):
+        # a write that committed after catch_up may name keys not applied yet: skip them
+        matching = matching[state.contains(matching)]
+        return exact_over(metric, state, queries, matching, k)
+    return candidates(state, metric, queries, fetch, matching, k)
 
 
 def exact_over(
-    metric: str, vectors: ExactIndex, queries: np.ndarray, keys: np.ndarray, k: int
+    metric: str, vectors: VectorSource, queries: np.ndarray, keys: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k over just ``keys`` (the selective-filter path)."""
     if len(keys) == 0:
         return empty_results(len(queries), k)
-    return top_k(exact_scores(metric, queries, vectors._vectors_for(keys)), keys, k)
+    return top_k(exact_scores(metric, queries, vectors.get_vectors(keys)), keys, k)
 
 
 def rescore(
-    metric: str, vectors: ExactIndex, queries: np.ndarray, cand: np.ndarray, k: int
+    metric: str, vectors: VectorSource, queries: np.ndarray, cand: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact scores of each query's candidates from the float32 vectors; best ``k`` per query.
 
@@ -72,7 +165,7 @@ def rescore(
             row = row[row >= 0]
         if len(row) == 0:
             continue
-        scores = candidate_scores(metric, queries[i : i + 1], vectors._vectors_for(row)[None])[0]
+        scores = candidate_scores(metric, queries[i : i + 1], vectors.get_vectors(row)[None])[0]
         order = np.lexsort((row, -scores))[:k]  # a few dozen candidates: a full sort is cheapest
         out_k[i, : len(order)] = row[order]
         out_s[i, : len(order)] = scores[order]
@@ -99,7 +192,7 @@ def to_hits(
     *,
     include_documents: bool,
     include_metadatas: bool,
-    vectors: ExactIndex | None = None,
+    vectors: VectorSource | None = None,
 ) -> list[list[Hit]]:
     """Turn key/score matrices into hits, skipping padding."""
     out: list[list[Hit]] = []
@@ -109,7 +202,7 @@ def to_hits(
             rec = records.get(key)
             if key < 0 or rec is None:
                 continue
-            emb = vectors._vectors_for(np.array([key]))[0].copy() if vectors is not None else None
+            emb = vectors.get_vectors(np.array([key]))[0].copy() if vectors is not None else None
             hits.append(
                 Hit(
                     id=rec.id,

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine
 
 import indexers
-from indexers import IndexSpec
 from indexers.scoring import check_metric
 from vectorstore.collection import Collection
+from vectorstore.config import CollectionConfig
 from vectorstore.db.engine import init_schema, make_engine, read_tx, write_tx
 from vectorstore.db.repository import Repository
 from vectorstore.errors import (
@@ -26,11 +26,11 @@ from vectorstore.errors import (
     VectorStoreError,
 )
 from vectorstore.index_state import IndexState
+from vectorstore.model_cache import ModelCache
 from vectorstore.validation import check_collection_name
 
 if TYPE_CHECKING:
     from vectorstore.models.cross_encoder import CrossEncoder
-    from vectorstore.models.sentence_transformer import SentenceTransformer
 
 __all__ = ["DEFAULT_INDEX", "DEFAULT_MODEL", "Store"]
 
@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_INDEX = "faiss-hnsw"
 DB_FILE = "store.sqlite3"
-CONFIG_VERSION = 1
 _UNSET: Any = object()
 
 
@@ -86,9 +85,9 @@ class Store:
         self.device = device
         self.engine: Engine = make_engine(self.url)
         init_schema(self.engine)
-        self._collections: dict[str, Collection] = {}
-        self._models: dict[str, SentenceTransformer] = {}
-        self._cross_encoders: dict[str, CrossEncoder] = {}
+        self._collections: dict[str, tuple[Collection, IndexState]] = {}
+        #: the loaded models, shared by the store's collections
+        self.models = ModelCache(device)
         self._lock = threading.RLock()
         self._closed = False
 
@@ -106,9 +105,9 @@ class Store:
         if self._closed:
             return
         with self._lock:
-            for col in self._collections.values():
+            for col, state in self._collections.values():
                 try:
-                    col._state.close()
+                    state.close()
                 except (
                     OSError,
                     VectorStoreError,
@@ -125,56 +124,14 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.path) if self.path else self.url!r})"
 
-    # ------------------------------------------------------------------ models
-    def _model(self, name: str) -> SentenceTransformer:
-        with self._lock:
-            if name not in self._models:
-                from vectorstore.models.sentence_transformer import SentenceTransformer
-
-                self._models[name] = SentenceTransformer(name, device=self.device)
-            return self._models[name]
-
-    def _cross_encoder(self, name: str) -> CrossEncoder:
-        with self._lock:
-            if name not in self._cross_encoders:
-                from vectorstore.models.cross_encoder import CrossEncoder
-
-                self._cross_encoders[name] = CrossEncoder(name, device=self.device)
-            return self._cross_encoders[name]
-
-    def _reranker_reference(self, reranker: str | CrossEncoder | None) -> str | None:
-        """Validate a reranker (loading it once) and return the reference the config stores."""
-        if reranker is None:
-            return None
-        from vectorstore.models.cross_encoder import CrossEncoder
-
-        if isinstance(reranker, CrossEncoder):
-            name = reranker.model_name
-            with self._lock:
-                self._cross_encoders.setdefault(name, reranker)
-            model = reranker
-        elif isinstance(reranker, (str, os.PathLike)):
-            name = os.fspath(reranker)
-            model = self._cross_encoder(name)
-        else:
-            raise InvalidInputError(
-                f"reranker must be a model name, a folder or a CrossEncoder, got {reranker!r:.60}"
-            )
-        if model.num_labels != 1:
-            raise CollectionConfigError(
-                f"reranker {name!r} has {model.num_labels} output labels; reranking needs a one-label cross-encoder"
-            )
-        return name
-
     # ------------------------------------------------------------------ collections
     def _index_dir(self, collection_id: int, name: str) -> Path | None:
         return self.index_root / f"{collection_id}-{name}" if self.index_root is not None else None
 
-    def _open(self, name: str, collection_id: int, config: dict[str, Any]) -> Collection:
-        spec = IndexSpec.from_dict(config["index"])
-        state = IndexState(self.engine, collection_id, spec, self._index_dir(collection_id, name))
-        col = Collection(self, name, collection_id, config, state)
-        self._collections[name] = col
+    def _open(self, name: str, collection_id: int, config: CollectionConfig) -> Collection:
+        state = IndexState(self.engine, collection_id, config.index, self._index_dir(collection_id, name))
+        col = Collection(name, collection_id, config, state, self.engine, self.models)
+        self._collections[name] = (col, state)
         return col
 
     def _build_config(
@@ -186,14 +143,14 @@ class Store:
         index_options: dict[str, Any] | None,
         embedding_dim: int | None,
         reranker: str | CrossEncoder | None = None,
-    ) -> dict[str, Any]:
+    ) -> CollectionConfig:
         if model is None:
             if embedding_dim is None:
                 raise InvalidInputError("a collection without a model needs embedding_dim")
             dim = embedding_dim
             model_metric = "cosine"
         else:
-            m = self._model(model)
+            m = self.models.encoder(model)
             dim = m.get_sentence_embedding_dimension()
             model_metric = m.similarity_fn_name
             if embedding_dim is not None and embedding_dim != dim:
@@ -204,14 +161,13 @@ class Store:
             raise InvalidInputError(f"embedding_dim must be a positive int, got {dim!r}")
         resolved_metric = check_metric(metric) if metric is not None else model_metric
         spec = indexers.make_index(index, dim, resolved_metric, **(index_options or {})).spec
-        return {
-            "version": CONFIG_VERSION,
-            "model": model,
-            "dim": dim,
-            "metric": resolved_metric,
-            "index": spec.to_dict(),
-            "reranker": self._reranker_reference(reranker),
-        }
+        return CollectionConfig(
+            model=model,
+            dim=dim,
+            metric=resolved_metric,
+            index=spec,
+            reranker=self.models.reranker_reference(reranker),
+        )
 
     def create_collection(
         self,
@@ -254,7 +210,7 @@ class Store:
             with write_tx(self.engine) as conn:
                 if Repository.get_collection(conn, name) is not None:
                     raise CollectionExistsError(f"collection {name!r} already exists")
-                cid = Repository.create_collection(conn, name, config)
+                cid = Repository.create_collection(conn, name, config.to_dict())
             return self._open(name, cid, config)
 
     def get_collection(
@@ -276,30 +232,31 @@ class Store:
         check_collection_name(name)
         with self._lock:
             if name in self._collections:
-                col = self._collections[name]
+                col = self._collections[name][0]
                 self._check_config(col.config, model, index, metric, embedding_dim, name)
                 return col
             with read_tx(self.engine) as conn:
                 found = Repository.get_collection(conn, name)
             if found is None:
                 raise CollectionNotFoundError(f"no collection named {name!r}")
-            cid, config = found
+            cid, stored = found
+            config = CollectionConfig.from_dict(stored)
             self._check_config(config, model, index, metric, embedding_dim, name)
             return self._open(name, cid, config)
 
     @staticmethod
     def _check_config(
-        config: dict[str, Any], model: Any, index: Any, metric: Any, dim: Any, name: str
+        config: CollectionConfig, model: Any, index: Any, metric: Any, dim: Any, name: str
     ) -> None:
         problems = []
-        if model is not _UNSET and model != config.get("model"):
-            problems.append(f"model {model!r} (stored: {config.get('model')!r})")
-        if index is not _UNSET and index != config["index"]["kind"]:
-            problems.append(f"index {index!r} (stored: {config['index']['kind']!r})")
-        if metric is not _UNSET and metric is not None and check_metric(metric) != config["metric"]:
-            problems.append(f"metric {metric!r} (stored: {config['metric']!r})")
-        if dim is not _UNSET and dim is not None and dim != config["dim"]:
-            problems.append(f"embedding_dim {dim!r} (stored: {config['dim']!r})")
+        if model is not _UNSET and model != config.model:
+            problems.append(f"model {model!r} (stored: {config.model!r})")
+        if index is not _UNSET and index != config.index.kind:
+            problems.append(f"index {index!r} (stored: {config.index.kind!r})")
+        if metric is not _UNSET and metric is not None and check_metric(metric) != config.metric:
+            problems.append(f"metric {metric!r} (stored: {config.metric!r})")
+        if dim is not _UNSET and dim is not None and dim != config.dim:
+            problems.append(f"embedding_dim {dim!r} (stored: {config.dim!r})")
         if problems:
             raise CollectionConfigError(
                 f"collection {name!r} was created with other settings: " + "; ".join(problems)
@@ -353,9 +310,9 @@ class Store:
                 if found is None:
                     raise CollectionNotFoundError(f"no collection named {name!r}")
                 Repository.delete_collection(conn, found[0])
-            col = self._collections.pop(name, None)
-            if col is not None:
-                col._state.discard()
+            opened = self._collections.pop(name, None)
+            if opened is not None:
+                opened[1].discard()
             d = self._index_dir(found[0], name)
             if d is not None:
                 shutil.rmtree(d, ignore_errors=True)

@@ -229,10 +229,10 @@ def test_background_indexing_never_misses_acknowledged_records(tmp_path, rng, mo
 
 
 def test_failed_encoding_mid_ingest_writes_nothing(store, model, monkeypatch):
-    from vectorstore import collection as collection_module
+    from vectorstore import writes
 
-    monkeypatch.setattr(collection_module, "_ENCODE_CHUNK", 2)
-    store._models["all-MiniLM-L6-v2"] = model
+    monkeypatch.setattr(writes, "_ENCODE_CHUNK", 2)
+    store.models.encoders["all-MiniLM-L6-v2"] = model
     col = store.create_collection("t")
     real = model.encode_document
     calls = {"n": 0}

@@ -52,6 +52,10 @@ def _dir_mb(path: Path | None) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def _path_or_none(path: str | None) -> Path | None:
+    return Path(path) if path is not None else None
+
+
 @contextmanager
 def _output(path: str | None) -> Iterator[IO[str]]:
     if path is None or path == "-":
@@ -190,9 +194,9 @@ def _collection_info(store: vs.Store, name: str) -> dict[str, Any]:
         "model": col.model_name,
         "dim": col.dim,
         "metric": col.metric,
-        "index": col.config["index"],
+        "index": col.config.index.to_dict(),
         "reranker": col.reranker_name,
-        "index_files_mb": round(_dir_mb(store._index_dir(col.id, name)), 2),
+        "index_files_mb": round(_dir_mb(_path_or_none(col.index_files_dir())), 2),
     }
 
 

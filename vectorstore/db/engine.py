@@ -13,12 +13,26 @@ from sqlalchemy import Connection, Engine, create_engine, event, select
 from vectorstore.db import schema
 from vectorstore.errors import StorageError
 
-__all__ = ["init_schema", "make_engine", "read_tx", "write_tx"]
+__all__ = ["configure_sqlite", "init_schema", "make_engine", "read_tx", "write_tx"]
 
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # SQLite page cache per connection (64 MiB): filters and hydration hit it, not the OS
+
+
+def configure_sqlite(dbapi_conn: Any) -> None:
+    """The settings of every SQLite connection the store opens (the engine's and the query reader's)."""
+    # Let us issue BEGIN ourselves (pysqlite's implicit transactions cannot BEGIN IMMEDIATE).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA case_sensitive_like=ON")  # $contains is a case-sensitive substring match
+    cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    cur.close()
 
 
 def make_engine(url: str) -> Engine:
@@ -32,16 +46,7 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Let us issue BEGIN ourselves (pysqlite's implicit transactions cannot BEGIN IMMEDIATE).
-            dbapi_conn.isolation_level = None
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA synchronous=FULL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA case_sensitive_like=ON")
-            cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # $contains is a case-sensitive substring match
-            cur.close()
+            configure_sqlite(dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:

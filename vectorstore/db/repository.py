@@ -10,12 +10,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Select, delete, func, insert, literal_column, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 from vectorstore.db.schema import changes, collections, meta, metadata_kv, records
 from vectorstore.db.schema import vectors as vectors_table
 
-__all__ = ["Repository", "StoredRecord", "kv_rows"]
+__all__ = ["Repository", "StoredRecord", "hydrate_stmt", "kv_rows"]
 
 _CHUNK = 5000  # ids per IN (...) list, well under SQLite's bound-variable limit
 
@@ -79,9 +90,11 @@ class StoredRecord:
 
 
 @functools.lru_cache(maxsize=256)
-def hydrate_sql(n: int) -> str:
-    """The hydration SELECT for ``n`` keys, qmark parameters (SQLite's driver, used on the query path)."""
-    return f"SELECT key, id, document, metadata FROM records WHERE key IN ({','.join('?' * n)})"
+def hydrate_stmt(n: int) -> Select[Any]:
+    """The hydration SELECT of ``n`` keys, bound as ``k0 .. k{n-1}`` (one statement shape per ``n``)."""
+    return select(records.c.key, records.c.id, records.c.document, records.c.metadata).where(
+        records.c.key.in_([bindparam(f"k{i}") for i in range(n)])
+    )
 
 
 class Repository:
@@ -334,17 +347,6 @@ class Repository:
                 select(func.count()).select_from(records).where(records.c.collection_id == collection_id)
             ).scalar_one()
         )
-
-    @staticmethod
-    def hydrate(conn: Connection, keys: Sequence[int]) -> dict[int, StoredRecord]:
-        out: dict[int, StoredRecord] = {}
-        for part in _chunks(list(keys)):
-            stmt = select(records.c.key, records.c.id, records.c.document, records.c.metadata).where(
-                records.c.key.in_(part)
-            )
-            for row in conn.execute(stmt):
-                out[int(row[0])] = StoredRecord.from_row(row)
-        return out
 
     @staticmethod
     def select_records(

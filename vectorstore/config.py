@@ -1,0 +1,71 @@
+"""``CollectionConfig``: what a collection is, as stored (JSON) with it in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from indexers import IndexSpec
+from vectorstore.errors import StorageError
+
+__all__ = ["CONFIG_VERSION", "CollectionConfig"]
+
+CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    """A collection's fixed settings.
+
+    Attributes:
+        model: the embedding model reference (name or folder), or None for bring-your-own vectors.
+        dim: vector dimension.
+        metric: the similarity every score is computed with (cosine, dot, euclidean, manhattan).
+        index: the ANN index kind, dimension, metric and options.
+        reranker: the cross-encoder reference queries rerank with, or None.
+        version: the config format version.
+    """
+
+    model: str | None
+    dim: int
+    metric: str
+    index: IndexSpec
+    reranker: str | None = None
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object stored in ``collections.config``."""
+        return {
+            "version": self.version,
+            "model": self.model,
+            "dim": self.dim,
+            "metric": self.metric,
+            "index": self.index.to_dict(),
+            "reranker": self.reranker,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CollectionConfig:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            StorageError: the stored object is not a collection config this version reads.
+        """
+        try:
+            version = int(data.get("version", CONFIG_VERSION))
+            if version > CONFIG_VERSION:
+                raise StorageError(
+                    f"collection config version {version} was written by a newer vectorstore; "
+                    f"this one reads {CONFIG_VERSION}"
+                )
+            return cls(
+                model=data.get("model"),
+                dim=int(data["dim"]),
+                metric=str(data["metric"]),
+                index=IndexSpec.from_dict(data["index"]),
+                reranker=data.get("reranker"),
+                version=version,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StorageError(f"stored collection config is malformed: {dict(data)!r:.200}") from exc
