@@ -146,8 +146,8 @@ class USearchIndex(BaseIndex):
         expansion = max(self.options["expansion_search"], kk)
         if expansion != self._expansion:
             self._index.expansion_search = self._expansion = expansion
-        # threads=0 (USearch's pool, also its default) even for one query: threads=1 saved ~10 us on a
-        # 300-vector index but lost ~60 us per query at 200k (p50 1.115 vs 1.054 ms raw, same graph).
+        # threads=0 (USearch's pool, also its default) even for one query: threads=1 is faster only on
+        # tiny indexes and measurably slower on large ones (benchmarks/indexers.py).
         m = self._index.search(self._prepare(queries, "queries"), kk, threads=0)
         if m.keys.ndim == 1:  # one query: USearch returns only the matches it found, best first
             keys = m.keys.astype(np.int64)[None, :]

@@ -202,9 +202,9 @@ _PAIRWISE: dict[SimilarityFunction, Callable[[ArrayLike, ArrayLike], Tensor]] = 
 
 
 def numpy_scores(metric: str | SimilarityFunction, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
-    """Exact float32 similarity of every query against every vector, in numpy.
-
-    This is the function every store score is defined by (DESIGN invariant 5).
+    """Exact float32 similarity of every query against every vector, in numpy (the torch-free twin of
+    the ``*_sim`` functions, by :class:`SimilarityFunction`; the store itself scores through
+    :mod:`indexers.scoring`, which this calls).
 
     Args:
         metric: a :class:`SimilarityFunction` or its name.
