@@ -35,7 +35,7 @@ from indexers.errors import (
     InvalidInputError,
     UnsupportedMetricError,
 )
-from indexers.persistence import verified_files, write_manifest
+from indexers.persistence import check_crc, verified_files, write_manifest
 from indexers.scoring import check_metric, empty_results, exact_scores, top_k
 from indexers.spec import IndexSpec
 from indexers.validation import all_finite, check_keys, check_vectors, well_formed
@@ -67,6 +67,8 @@ class BaseIndex(abc.ABC):
     kind: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]] = ("cosine", "dot", "euclidean", "manhattan")
     defaults: ClassVar[Mapping[str, Any]] = {}
+    # file roles the backend verifies itself, block by block, on first use after a load
+    lazily_verified: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, dim: int, metric: str, options: Mapping[str, Any]) -> None:
         if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool) or dim <= 0:
@@ -86,6 +88,10 @@ class BaseIndex(abc.ABC):
         self._key_set: set[int] | None = set()
         self._loaded_keys = _NO_KEYS  # a loaded index's keys, made into ``_key_set`` on first need
         self.sequence = 0
+        # caller-defined facts saved in the manifest (the store records where the index came from)
+        self.tags: dict[str, Any] = {}
+        # files loaded with verify="lazy" whose checksum is still to be checked: role -> (path, crc)
+        self.pending_verification: dict[str, tuple[Path, int]] = {}
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -292,13 +298,22 @@ class BaseIndex(abc.ABC):
         return out_k, out_s
 
     # ------------------------------------------------------------------ persistence
-    def save(self, directory: str | os.PathLike[str], *, sequence: int | None = None) -> Path:
+    def save(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        sequence: int | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> Path:
         """Write the native file(s) and ``manifest.json`` atomically into ``directory``.
 
         The manifest is renamed into place last, so a crash leaves either the old or the new index.
+        ``sequence`` and ``tags`` (JSON values) are recorded in the manifest and restored by loading.
         """
         if sequence is not None:
             self.sequence = int(sequence)
+        if tags is not None:
+            self.tags = dict(tags)
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         tag = uuid.uuid4().hex[:12]
@@ -310,13 +325,24 @@ class BaseIndex(abc.ABC):
             "options": dict(self.options),
             "sequence": self.sequence,
             "count": len(self),
+            "tags": self.tags,
         }
         write_manifest(d, tag, written, facts)
         return d
 
+    def verify_pending(self) -> None:
+        """Check the checksums :func:`~indexers.load_index` deferred (``verify="lazy"``).
+
+        Raises:
+            IndexCorruptedError: a file fails its checksum (the index must not be used).
+        """
+        for role, (path, crc) in list(self.pending_verification.items()):
+            check_crc(path, crc)
+            del self.pending_verification[role]
+
     @classmethod
     def _restore(cls, directory: Path, manifest: dict[str, Any], verify: bool | str) -> BaseIndex:
-        files = verified_files(directory, manifest, verify)
+        files, deferred = verified_files(directory, manifest, verify, cls.lazily_verified)
         try:
             options = dict(manifest["options"])
             cls.check_options(options)
@@ -326,7 +352,7 @@ class BaseIndex(abc.ABC):
                 f"saved index in {directory} has options this version rejects: {exc}"
             ) from exc
         try:
-            index._read_files(files)
+            index._read_files(files, deferred & cls.lazily_verified)
         except (IndexCorruptedError, IncompatibleIndexError):
             raise
         except Exception as exc:  # the backend's own error: translate at the seam
@@ -336,6 +362,14 @@ class BaseIndex(abc.ABC):
                 f"index in {directory} holds {len(index)} vectors, the manifest says {manifest.get('count')}"
             )
         index.sequence = int(manifest["sequence"])
+        tags = manifest.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise IndexCorruptedError(f"index manifest in {directory} has tags that are not an object")
+        index.tags = tags
+        index.pending_verification = {
+            role: (files[role], int(manifest["files"][role]["crc32"]))
+            for role in deferred - cls.lazily_verified
+        }
         return index
 
     # ------------------------------------------------------------------ backend hooks
@@ -363,5 +397,8 @@ class BaseIndex(abc.ABC):
         """Write the native file(s) into ``directory`` under names starting ``index-{tag}``."""
 
     @abc.abstractmethod
-    def _read_files(self, files: dict[str, Path]) -> None:
-        """Read what :meth:`_write_files` wrote (the keys set included)."""
+    def _read_files(
+        self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
+    ) -> None:
+        """Read what :meth:`_write_files` wrote (the keys set included); ``unverified`` names the roles
+        of :attr:`lazily_verified` whose checksums this backend must check on first use."""

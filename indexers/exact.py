@@ -16,7 +16,7 @@ from indexers.persistence import save_arrays
 from indexers.scoring import exact_scores, normalize_rows, sort_rows, top_k
 from indexers.spec import Device, Metric
 from indexers.validation import check_device
-from indexers.vector_table import VectorTable
+from indexers.vector_table import VectorTable, block_crcs
 
 __all__ = ["ExactIndex"]
 
@@ -31,6 +31,7 @@ class ExactIndex(BaseIndex):
 
     kind = "exact"
     defaults: ClassVar[dict[str, Any]] = {"chunk_size": 65536, "device": "auto"}
+    lazily_verified = frozenset({"vectors"})
 
     @property
     def scores_are_exact(self) -> bool:
@@ -118,13 +119,23 @@ class ExactIndex(BaseIndex):
         return best_k, best_s
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
-        return save_arrays(directory, tag, {"keys": self._table.keys, "vectors": self._table.vectors})
+        vectors = np.ascontiguousarray(self._table.vectors)
+        arrays = {"keys": self._table.keys, "vectors": vectors, "blocks": block_crcs(vectors)}
+        return save_arrays(directory, tag, arrays)
 
-    def _read_files(self, files: dict[str, Path]) -> None:
+    def _read_files(
+        self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         keys = np.load(files["keys"], allow_pickle=False).astype(np.int64, copy=False)
         # memory-mapped, read-only: the table copies it on its first write
         vecs = np.load(files["vectors"], allow_pickle=False, mmap_mode="r")
         if keys.ndim != 1 or vecs.shape != (len(keys), self.dim) or vecs.dtype != np.float32:
             raise ValueError(f"arrays have shapes {keys.shape} / {vecs.shape}, dtype {vecs.dtype}")
         self._table = VectorTable.from_arrays(keys, vecs)
+        if "vectors" in unverified:
+            if "blocks" not in files:
+                raise ValueError(
+                    "the vectors were saved without block checksums; they cannot be verified lazily"
+                )
+            self._table.check_blocks(np.load(files["blocks"], allow_pickle=False))
         self._set_loaded_keys(keys)

@@ -18,6 +18,7 @@ from indexers.errors import IncompatibleIndexError, IndexCorruptedError, Invalid
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "check_crc",
     "read_manifest",
     "save_arrays",
     "verified_files",
@@ -26,6 +27,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+_SMALL_FILE = 16 << 20  # bytes: files up to this size are always checksummed when loaded
 
 
 def _fsync_file(path: Path) -> None:
@@ -128,14 +130,27 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def verified_files(directory: Path, manifest: Mapping[str, Any], verify: bool | str) -> dict[str, Path]:
-    """role -> path of every file the manifest names, each checked for presence and size, and for its
-    CRC unless ``verify`` is ``False`` or the file's stat is still the one recorded when it was written
-    (``verify="full"`` always recomputes it)."""
-    if verify not in (True, False, "full"):
-        raise InvalidInputError(f"verify must be True, False or 'full', got {verify!r}")
+def verified_files(
+    directory: Path, manifest: Mapping[str, Any], verify: bool | str, lazy_roles: frozenset[str] = frozenset()
+) -> tuple[dict[str, Path], set[str]]:
+    """role -> path of every file the manifest names, each checked for presence and size, plus the
+    roles whose CRC was *not* computed here because they are verified later.
+
+    ``verify``:
+        ``"full"``: every file's CRC now.
+        ``True``: every file's CRC now, except a file of ``lazy_roles`` (which its backend verifies block
+            by block on first use) whose stat is still the one recorded when it was written.
+        ``"lazy"``: like ``True``, and any other large file (over 16 MiB) whose stat is unchanged is
+            deferred too (small ones — keys, labels, block checksums — are checked now): the
+            loaded index lists it in ``pending_verification`` and :meth:`BaseIndex.verify_pending`
+            checks it (the store does so in a background thread, keeping reopening fast).
+        ``False``: sizes only.
+    """
+    if verify not in (True, False, "full", "lazy"):
+        raise InvalidInputError(f"verify must be True, False, 'full' or 'lazy', got {verify!r}")
     manifest_mtime = (directory / MANIFEST_NAME).stat().st_mtime_ns
     files: dict[str, Path] = {}
+    deferred: set[str] = set()
     for role, info in manifest["files"].items():
         try:
             path = directory / str(info["name"])
@@ -146,18 +161,28 @@ def verified_files(directory: Path, manifest: Mapping[str, Any], verify: bool | 
                 raise IndexCorruptedError(
                     f"index file {path} has {st.st_size} bytes, the manifest says {info['size']}"
                 )
-            # Trusted only when written in an earlier clock tick than the manifest: mtimes are coarse,
+            # Unchanged only when written in an earlier clock tick than the manifest: mtimes are coarse,
             # so an edit in the same tick as the save could otherwise keep the recorded stat.
-            unchanged = (
-                verify != "full"
-                and info.get("stat") == _stat_signature(st)
-                and st.st_mtime_ns < manifest_mtime
-            )
-            if verify and not unchanged and _crc32(path) != int(info["crc32"]):
+            unchanged = info.get("stat") == _stat_signature(st) and st.st_mtime_ns < manifest_mtime
+            if verify is False:
+                pass
+            elif (
+                unchanged
+                and verify != "full"
+                and (role in lazy_roles or (verify == "lazy" and st.st_size > _SMALL_FILE))
+            ):
+                deferred.add(role)
+            elif _crc32(path) != int(info["crc32"]):
                 raise IndexCorruptedError(f"index file {path} fails its checksum (garbled)")
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexCorruptedError(
                 f"index manifest in {directory} has a bad file entry: {info!r}"
             ) from exc
         files[role] = path
-    return files
+    return files, deferred
+
+
+def check_crc(path: Path, expected: int) -> None:
+    """Raise :class:`IndexCorruptedError` when ``path``'s CRC32 is not ``expected``."""
+    if _crc32(path) != int(expected):
+        raise IndexCorruptedError(f"index file {path} fails its checksum (garbled)")

@@ -168,7 +168,9 @@ class USearchIndex(BaseIndex):
         self._index.save(str(path))
         return {"index": path}
 
-    def _read_files(self, files: dict[str, Path]) -> None:
+    def _read_files(
+        self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         index = self._new_index()
         index.load(str(files["index"]))
         if index.ndim != self.dim:

@@ -3,9 +3,25 @@ untrained IVF buffers."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
-__all__ = ["VectorTable"]
+from indexers.errors import IndexCorruptedError
+
+__all__ = ["BLOCK_ROWS", "VectorTable", "block_crcs"]
+
+BLOCK_ROWS = 64  # rows per checksummed block of a saved table: small, so a query verifies little
+
+
+def block_crcs(vectors: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
+    """CRC32 of each ``block_rows``-row block of a C-contiguous array, as uint32."""
+    n = len(vectors)
+    return np.fromiter(
+        (zlib.crc32(vectors[s : s + block_rows].data) for s in range(0, n, block_rows)),
+        dtype=np.uint32,
+        count=(n + block_rows - 1) // block_rows,
+    )
 
 
 class VectorTable:
@@ -26,6 +42,8 @@ class VectorTable:
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted keys, their rows), rebuilt lazily
         self._dense: np.ndarray | None = None  # key -> row, -1 where absent
         self._sparse = False  # the keys were found too spread out for a dense map (until the next add)
+        # a loaded table whose storage is checked block by block on first use: (crcs, verified mask)
+        self._blocks: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def from_arrays(cls, keys: np.ndarray, vectors: np.ndarray) -> VectorTable:
@@ -37,6 +55,34 @@ class VectorTable:
 
     def __len__(self) -> int:
         return self._n
+
+    def check_blocks(self, crcs: np.ndarray) -> None:
+        """Verify the storage lazily: each :data:`BLOCK_ROWS`-row block against ``crcs`` on first use."""
+        if len(crcs) != (self._n + BLOCK_ROWS - 1) // BLOCK_ROWS:
+            raise IndexCorruptedError(f"{len(crcs)} block checksums for a table of {self._n} rows")
+        self._blocks = (np.asarray(crcs, dtype=np.uint32), np.zeros(len(crcs), dtype=bool))
+
+    def _verify_rows(self, rows: np.ndarray) -> None:
+        blocks = self._blocks
+        if blocks is None or not len(rows):
+            return
+        crcs, done = blocks
+        todo = np.unique(rows // BLOCK_ROWS)
+        todo = todo[~done[todo]]
+        for b in todo.tolist():
+            start = b * BLOCK_ROWS
+            if zlib.crc32(self._vecs[start : start + BLOCK_ROWS].data) != int(crcs[b]):
+                raise IndexCorruptedError(
+                    f"stored vectors in rows {start}..{start + BLOCK_ROWS - 1} fail their checksum (garbled)"
+                )
+            done[b] = True
+        if done.all():
+            self._blocks = None
+
+    def verify_all(self) -> None:
+        """Check every block still unverified (before a whole-table scan, a write or a save)."""
+        if self._blocks is not None:
+            self._verify_rows(np.nonzero(~self._blocks[1])[0] * BLOCK_ROWS)
 
     @property
     def _row(self) -> dict[int, int]:
@@ -50,9 +96,12 @@ class VectorTable:
 
     @property
     def vectors(self) -> np.ndarray:
+        """Every stored row (verified first, once, when the table was loaded unverified)."""
+        self.verify_all()
         return self._vecs[: self._n]
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self.verify_all()  # block checksums describe the rows as loaded, not as they will be
         need = self._n + len(keys)
         if need > len(self._keys) or not self._vecs.flags.writeable:
             cap = max(need, int(len(self._keys) * 1.5) + 1024)
@@ -76,6 +125,7 @@ class VectorTable:
         self._lookup = None
 
     def remove(self, keys: np.ndarray) -> None:
+        self.verify_all()
         if not self._vecs.flags.writeable:
             self.add(np.empty(0, np.int64), np.empty((0, self.dim), np.float32))  # take a private copy
         row_map = self._row
@@ -136,7 +186,9 @@ class VectorTable:
         return rows
 
     def get(self, keys: np.ndarray) -> np.ndarray:
-        return self._vecs[self.rows(np.asarray(keys, dtype=np.int64))]
+        rows = self.rows(np.asarray(keys, dtype=np.int64))
+        self._verify_rows(rows)
+        return self._vecs[rows]
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``keys`` are stored (vectorised)."""

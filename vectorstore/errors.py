@@ -20,7 +20,11 @@
     ├── CollectionNotFoundError (also a KeyError)
     ├── CollectionExistsError
     ├── CollectionConfigError                      reopening with a different model / dim / metric
-    └── StorageError                               the database refused or failed a write
+    └── StorageError                               the database or a derived file failed or refused an operation
+        ├── DiskFullError                          no space (or quota) left where a file was written
+        ├── DatabaseCorruptedError                 the database is not a database, malformed, or fails a checksum
+        ├── DatabaseMissingError                   the database is gone or empty while index files remain
+        └── IndexSaveError                         a derived index file could not be saved (the data is safe)
 
 The root, the vector/id input errors and the index errors are defined in :mod:`indexers.errors` (the
 lower layer, which must not import this package) and re-exported here.
@@ -50,12 +54,16 @@ __all__ = [
     "CollectionConfigError",
     "CollectionExistsError",
     "CollectionNotFoundError",
+    "DatabaseCorruptedError",
+    "DatabaseMissingError",
     "DimensionMismatchError",
+    "DiskFullError",
     "DuplicateDocumentError",
     "DuplicateIDError",
     "IncompatibleIndexError",
     "IndexBackendError",
     "IndexCorruptedError",
+    "IndexSaveError",
     "InvalidCollectionNameError",
     "InvalidFilterError",
     "InvalidIDError",
@@ -113,4 +121,20 @@ class CollectionConfigError(VectorStoreError):
 
 
 class StorageError(VectorStoreError):
-    """The metadata database failed or refused an operation; nothing of the batch was written."""
+    """The database or a derived file failed or refused an operation; the message says which and why."""
+
+
+class DiskFullError(StorageError):
+    """A write failed because the file system (or a quota) is full; the message names the path."""
+
+
+class DatabaseCorruptedError(StorageError):
+    """The database file is not a database, is malformed, or a stored row fails its checksum."""
+
+
+class DatabaseMissingError(StorageError):
+    """The database file is missing or empty although index files of collections exist beside it."""
+
+
+class IndexSaveError(StorageError):
+    """A derived index file could not be written; SQLite still holds everything."""

@@ -17,7 +17,9 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -29,7 +31,8 @@ from indexers.scoring import exact_scores, top_k
 from vectorstore.db.engine import read_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository, StoredRecord, hydrate_stmt
-from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
+from vectorstore.derived_files import has_saved_files, load_pair, save_pair
+from vectorstore.errors import DiskFullError, IncompatibleIndexError, IndexCorruptedError, IndexSaveError
 
 __all__ = ["IndexState"]
 
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 # Save the caches once this many changes (or this fraction of the collection) are unsaved.
 _PERSIST_MIN_CHANGES = 20_000
 _PERSIST_FRACTION = 0.25
+_SAVE_RETRY_S = 60.0
 # New vectors up to this many are indexed inside the write; more go to a background indexer, and
 # queries scan the not-yet-indexed ones exactly so no acknowledged record is ever missed.
 SYNC_INDEX_MAX = 2_000
@@ -56,8 +60,12 @@ class IndexState:
         directory: Path | None,
         *,
         reader: Reader | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> None:
         self.engine = engine
+        # where the derived files come from: they are refused when another database or an earlier
+        # collection of the same name wrote them
+        self.identity: dict[str, Any] = dict(identity or {})
         # the query path's reads (hydration, filters, the change probe)
         self.reader = reader if reader is not None else Reader(engine)
         self.collection_id = collection_id
@@ -72,34 +80,29 @@ class IndexState:
         self.pending: set[int] = set()  # keys in the vector cache, not yet in the ANN index
         self._indexer: threading.Thread | None = None
         self._seen_version: int | None = None
+        self._retry_save_at = 0.0  # after a failed automatic save, when to try again (monotonic time)
+        # Files trusted by their unchanged stat are checksummed in the background after a load; until
+        # that is done the index's own scores are not trusted (results are rescored from the vector
+        # cache, which verifies its blocks as they are read).
+        self._verifier: threading.Thread | None = None
+        self._unverified = False
         self._open()
 
     # ------------------------------------------------------------------ open / rebuild
     def _open(self) -> None:
-        with read_tx(self.engine) as conn:
+        with read_tx(self.engine, "reading the change log") as conn:
             newest = Repository.max_seq(conn, self.collection_id)
-        if self.directory is not None and (self.directory / "index").exists():
+        if self.directory is not None and has_saved_files(self.directory):
             t = time.perf_counter()
             try:
-                index = indexers.load_index(self.directory / "index", expect=self.spec)
-                vectors = indexers.load_index(
-                    self.directory / "vectors", expect=IndexSpec("exact", self.spec.dim, "dot", {})
-                )
-                if index.sequence != vectors.sequence:
-                    raise IndexCorruptedError(
-                        f"index at seq {index.sequence} but vector cache at seq {vectors.sequence}"
-                    )
-                if index.sequence > newest:
-                    raise IncompatibleIndexError(
-                        f"index reflects seq {index.sequence}, newer than the database's {newest}"
-                    )
-                assert isinstance(vectors, ExactIndex)
-                self.index, self.vectors = index, vectors
-                self.applied_seq = self.saved_seq = index.sequence
+                saved = load_pair(self.directory, self.spec, self.identity, newest, verify="lazy")
+                self.index, self.vectors = saved.index, saved.vectors
+                self.applied_seq = self.saved_seq = saved.sequence
+                self._start_verifier()
                 logger.debug(
                     "loaded index of collection %d at seq %d in %.3fs",
                     self.collection_id,
-                    index.sequence,
+                    saved.sequence,
                     time.perf_counter() - t,
                 )
                 self.catch_up()
@@ -113,21 +116,75 @@ class IndexState:
         self.rebuild()
 
     def rebuild(self) -> None:
-        """Build index and vector cache from every stored vector, then save them."""
+        """Build index and vector cache from every stored vector, then save them (a failed save is
+        logged and retried later: the state serves from memory meanwhile)."""
         with self.lock:
             index = indexers.make_index(self.spec)
             vectors = ExactIndex(self.spec.dim, "dot")
-            with read_tx(self.engine) as conn:
+            with read_tx(self.engine, "reading stored vectors to rebuild the index") as conn:
                 seq = Repository.max_seq(conn, self.collection_id)
-                for keys, vecs in Repository.iter_vectors(conn, self.collection_id, self.spec.dim):
-                    index.add(keys, vecs)
-                    vectors.add(keys, vecs)
+                for part in Repository.iter_vectors(conn, self.collection_id, self.spec.dim):
+                    self._report_damaged(part.bad_keys)
+                    index.add(part.keys, part.vectors)
+                    vectors.add(part.keys, part.vectors)
             self.index, self.vectors = index, vectors
             self.pending.clear()
             self.applied_seq = seq
             self.saved_seq = -1
             if seq:
-                self.persist()
+                self.persist(raise_errors=False)
+
+    # ------------------------------------------------------------------ verification and recovery
+    def _start_verifier(self) -> None:
+        parts = [p for p in (self.index, self.vectors) if p.pending_verification]
+        if not parts:
+            return
+        self._unverified = True
+        self._verifier = threading.Thread(
+            target=self._verify_in_background, args=(parts,), name="vectorstore-verifier", daemon=True
+        )
+        self._verifier.start()
+
+    def _verify_in_background(self, parts: list[BaseIndex]) -> None:
+        try:
+            for part in parts:
+                part.verify_pending()
+        except IndexCorruptedError as exc:
+            with self.lock:
+                if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
+                    self.recover(exc)
+        except Exception:  # a cache: never let the check itself take the process down
+            logger.exception("collection %d: verifying the index files failed", self.collection_id)
+        finally:
+            self._unverified = False
+
+    def wait_verified(self, timeout: float | None = None) -> None:
+        """Wait for the background check of the loaded files (and any rebuild it caused)."""
+        verifier = self._verifier
+        if verifier is not None:
+            verifier.join(timeout)
+
+    @property
+    def index_scores_exact(self) -> bool:
+        """Whether the index's own scores can be used as exact scores right now."""
+        return self.index.scores_are_exact and not self._unverified
+
+    def recover(self, exc: BaseException) -> None:
+        """A derived file turned out damaged after it was loaded: log it and rebuild from SQLite."""
+        logger.error("collection %d: %s; rebuilding the index from SQLite", self.collection_id, exc)
+        with self.lock:
+            self._unverified = False
+            self.rebuild()
+
+    def _report_damaged(self, keys: np.ndarray) -> None:
+        if len(keys):
+            logger.error(
+                "collection %d: %d stored vector(s) fail their checksum and are left out of the index "
+                "(keys %s); `vectorstore verify STORE --repair` re-embeds them",
+                self.collection_id,
+                len(keys),
+                keys[:10].tolist(),
+            )
 
     # ------------------------------------------------------------------ keeping up
     def catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None = None) -> int:
@@ -137,12 +194,20 @@ class IndexState:
         vectors need not be read back from SQLite — unless a later change to the same key came after.
         """
         with self.lock:
+            try:
+                return self._catch_up(known)
+            except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
+                self.recover(exc)
+                return 0
+
+    def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None) -> int:
+        with self.lock:
             # SQLite bumps data_version when any other connection commits: an unchanged value means
             # there is nothing to read, which keeps this check off the query's critical path.
             version = self.reader.data_version()
             if version is not None and version == self._seen_version:
                 return 0
-            with read_tx(self.engine) as conn:
+            with read_tx(self.engine, "reading the change log") as conn:
                 newest, last = Repository.changed_keys_since(conn, self.collection_id, self.applied_seq)
                 self._seen_version = version
                 if not last:
@@ -161,9 +226,10 @@ class IndexState:
                     keys, vecs = upserts[hit], known[1][order[pos[hit]]]
                     upserts = upserts[~hit]
                 if len(upserts):
-                    more_keys, more_vecs = Repository.vectors_for(conn, upserts.tolist(), self.spec.dim)
-                    keys = np.concatenate([keys, more_keys])
-                    vecs = np.concatenate([vecs, more_vecs])
+                    more = Repository.vectors_for(conn, upserts.tolist(), self.spec.dim)
+                    self._report_damaged(more.bad_keys)
+                    keys = np.concatenate([keys, more.keys])
+                    vecs = np.concatenate([vecs, more.vectors])
             touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
             self.index.remove(touched)
             self.vectors.remove(touched)
@@ -241,23 +307,38 @@ class IndexState:
         if self.pending:
             return  # the background indexer saves when it has caught up; saving now would block on it
         unsaved = self.applied_seq - max(self.saved_seq, 0)
-        if self.directory is not None and unsaved >= max(
-            _PERSIST_MIN_CHANGES, _PERSIST_FRACTION * len(self.vectors)
+        if (
+            self.directory is not None
+            and unsaved >= max(_PERSIST_MIN_CHANGES, _PERSIST_FRACTION * len(self.vectors))
+            and time.monotonic() >= self._retry_save_at
         ):
-            self.persist()
+            self.persist(raise_errors=False)
 
-    def persist(self) -> None:
-        """Save index and vector cache atomically, tagged with the applied seq."""
+    def persist(self, *, raise_errors: bool = True) -> None:
+        """Save index and vector cache as one generation, tagged with the applied seq and the identity.
+
+        A failed save changes nothing on disk (the previous generation stays current) and nothing in
+        memory. With ``raise_errors`` it raises :class:`~vectorstore.DiskFullError` or
+        :class:`~vectorstore.IndexSaveError`; otherwise (automatic saves) it logs a warning and the
+        next automatic save is tried a minute later.
+        """
         if self.directory is None:
             return
         with self.lock:
             if self.saved_seq == self.applied_seq:
                 return
             self.drain()
-            self.directory.mkdir(parents=True, exist_ok=True)
-            # Vectors first: a crash between the two leaves mismatched seqs, which forces a rebuild.
-            self.vectors.save(self.directory / "vectors", sequence=self.applied_seq)
-            self.index.save(self.directory / "index", sequence=self.applied_seq)
+            try:
+                save_pair(self.directory, self.index, self.vectors, self.applied_seq, self.identity)
+            except IndexCorruptedError as exc:  # found while reading the cache to save it
+                self.recover(exc)
+                return
+            except (DiskFullError, IndexSaveError) as exc:
+                self._retry_save_at = time.monotonic() + _SAVE_RETRY_S
+                if raise_errors:
+                    raise
+                logger.warning("collection %d: %s", self.collection_id, exc)
+                return
             self.saved_seq = self.applied_seq
 
     # ------------------------------------------------------------------ what queries read

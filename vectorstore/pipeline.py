@@ -16,6 +16,7 @@ import numpy as np
 
 from indexers.scoring import candidate_scores, empty_results, exact_scores, pad_results, sort_rows, top_k
 from vectorstore.db.repository import StoredRecord
+from vectorstore.errors import IndexCorruptedError
 from vectorstore.results import Hit
 
 if TYPE_CHECKING:
@@ -84,7 +85,27 @@ class QueryPlan:
 
 
 def run_query(plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn) -> list[list[Hit]]:
-    """Every stage for a batch of queries; one hit list per query."""
+    """Every stage for a batch of queries; one hit list per query.
+
+    A derived file found damaged while the stages read it (its blocks are verified on first use) is
+    rebuilt from SQLite and the stages run again, so the answer never comes from damaged data.
+    """
+    try:
+        hits = _similarity_stages(plan, state, metric, matching)
+    except IndexCorruptedError as exc:
+        state.recover(exc)
+        hits = _similarity_stages(plan, state, metric, matching)
+    if plan.cross_encoder is not None:
+        assert plan.texts is not None  # resolve_reranker returns a model only for text queries
+        hits = rerank(
+            hits, plan.texts, plan.cross_encoder, plan.final_k, keep_documents="documents" in plan.include
+        )
+    return hits
+
+
+def _similarity_stages(
+    plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn
+) -> list[list[Hit]]:
     state.catch_up()
     q = plan.queries
     with state.lock:
@@ -106,11 +127,6 @@ def run_query(plan: QueryPlan, state: IndexState, metric: str, matching: Matchin
             include_metadatas="metadatas" in plan.include,
             vectors=state if "embeddings" in plan.include else None,
         )
-    if plan.cross_encoder is not None:
-        assert plan.texts is not None  # resolve_reranker returns a model only for text queries
-        hits = rerank(
-            hits, plan.texts, plan.cross_encoder, plan.final_k, keep_documents="documents" in plan.include
-        )
     return hits
 
 
@@ -123,7 +139,7 @@ def candidates(
     refined IVF-PQ kinds and USearch f32, for cosine and dot) already returns exact scores, so its
     ranking is used as it is; any other index's candidates are rescored from the vector cache.
     """
-    if state.index.scores_are_exact:
+    if state.index_scores_exact:
         cand, scores = state.search_scored(queries, fetch, allowed)
         return best_scored(cand, scores, fetch, k)
     cand = state.search(queries, fetch, allowed)

@@ -16,12 +16,14 @@ import indexers
 from indexers.scoring import check_metric
 from vectorstore.collection import Collection
 from vectorstore.config import CollectionConfig
-from vectorstore.db.engine import init_schema, make_engine, read_tx, write_tx
+from vectorstore.db.engine import make_engine, read_tx, write_tx
+from vectorstore.db.migrations import init_schema
 from vectorstore.db.repository import Repository
 from vectorstore.errors import (
     CollectionConfigError,
     CollectionExistsError,
     CollectionNotFoundError,
+    DatabaseMissingError,
     InvalidInputError,
     VectorStoreError,
 )
@@ -31,6 +33,7 @@ from vectorstore.validation import check_collection_name
 
 if TYPE_CHECKING:
     from vectorstore.models.cross_encoder import CrossEncoder
+    from vectorstore.verify import VerifyReport
 
 __all__ = ["DEFAULT_INDEX", "DEFAULT_MODEL", "Store"]
 
@@ -83,8 +86,11 @@ class Store:
             self.url = url
             self.index_root = Path(index_dir).expanduser().resolve() if index_dir is not None else None
         self.device = device
+        if self.path is not None:
+            _refuse_lost_database(self.path / DB_FILE, self.index_root)
         self.engine: Engine = make_engine(self.url)
-        init_schema(self.engine)
+        #: a random id made when the database was created; derived files carry it
+        self.store_id = init_schema(self.engine)
         self._collections: dict[str, tuple[Collection, IndexState]] = {}
         #: the loaded models, shared by the store's collections
         self.models = ModelCache(device)
@@ -128,8 +134,11 @@ class Store:
     def _index_dir(self, collection_id: int, name: str) -> Path | None:
         return self.index_root / f"{collection_id}-{name}" if self.index_root is not None else None
 
-    def _open(self, name: str, collection_id: int, config: CollectionConfig) -> Collection:
-        state = IndexState(self.engine, collection_id, config.index, self._index_dir(collection_id, name))
+    def _open(self, name: str, collection_id: int, config: CollectionConfig, created_at: float) -> Collection:
+        identity = {"store": self.store_id, "collection": collection_id, "created_at": created_at}
+        state = IndexState(
+            self.engine, collection_id, config.index, self._index_dir(collection_id, name), identity=identity
+        )
         col = Collection(name, collection_id, config, state, self.engine, self.models)
         self._collections[name] = (col, state)
         return col
@@ -211,7 +220,9 @@ class Store:
                 if Repository.get_collection(conn, name) is not None:
                     raise CollectionExistsError(f"collection {name!r} already exists")
                 cid = Repository.create_collection(conn, name, config.to_dict())
-            return self._open(name, cid, config)
+                created = Repository.get_collection(conn, name)
+                assert created is not None
+            return self._open(name, cid, config, created[2])
 
     def get_collection(
         self,
@@ -239,10 +250,10 @@ class Store:
                 found = Repository.get_collection(conn, name)
             if found is None:
                 raise CollectionNotFoundError(f"no collection named {name!r}")
-            cid, stored = found
+            cid, stored, created_at = found
             config = CollectionConfig.from_dict(stored)
             self._check_config(config, model, index, metric, embedding_dim, name)
-            return self._open(name, cid, config)
+            return self._open(name, cid, config, created_at)
 
     @staticmethod
     def _check_config(
@@ -294,6 +305,24 @@ class Store:
                     name, model=model, index=index, metric=metric, embedding_dim=embedding_dim
                 )
 
+    def _state_of(self, name: str) -> IndexState:
+        """The index state of an open collection (for :mod:`vectorstore.verify`)."""
+        return self._collections[name][1]
+
+    def verify(self, *, repair: bool = False) -> VerifyReport:
+        """Check the database, every stored vector's checksum and every collection's saved index files
+        against SQLite; with ``repair=True`` re-embed damaged vectors (where a model and a document
+        allow it) and rebuild wrong index files.
+
+        Returns:
+            A :class:`~vectorstore.verify.VerifyReport`; ``report.ok`` is False while anything found
+            is unrepaired.
+        """
+        self._check_open()
+        from vectorstore.verify import verify_store
+
+        return verify_store(self, repair=repair)
+
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
         self._check_open()
@@ -316,3 +345,17 @@ class Store:
             d = self._index_dir(found[0], name)
             if d is not None:
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def _refuse_lost_database(db_file: Path, index_root: Path | None) -> None:
+    """A missing or empty database beside saved index files means the truth was lost (deleted or
+    truncated): opening it as a new, empty store would hide that."""
+    if db_file.exists() and db_file.stat().st_size > 0:
+        return
+    if index_root is not None and index_root.is_dir() and any(index_root.glob("*/CURRENT")):
+        state = "empty" if db_file.exists() else "missing"
+        raise DatabaseMissingError(
+            f"the database {db_file} is {state}, but index files of collections exist in {index_root}: "
+            "the database was deleted or truncated. Restore it from a backup, or delete "
+            f"{index_root} to start an empty store there."
+        )

@@ -67,7 +67,9 @@ class FaissFlatIndex(FaissBase):
         faiss.write_index(self._index, str(path))
         return {"index": path}
 
-    def _read_files(self, files: dict[str, Path]) -> None:
+    def _read_files(
+        self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         self._index = self._check_index_file(self._read_index(files["index"]), faiss.IndexIDMap2)
         ids = faiss.vector_to_array(self._index.id_map)
         self._set_loaded_keys(ids.astype(np.int64))

@@ -113,7 +113,9 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
         faiss.write_index(self._index, str(path))
         return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
 
-    def _read_files(self, files: dict[str, Path]) -> None:
+    def _read_files(
+        self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         index = self._read_index(files["index"])
         labels = np.load(files["labels"], allow_pickle=False)
         if index.d != self.dim or labels.ndim != 1 or len(labels) != index.ntotal:

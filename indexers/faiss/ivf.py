@@ -117,7 +117,9 @@ class TrainedLater(FaissBase):
             return self._trained_write_files(directory, tag)
         return save_arrays(directory, tag, {"buffer_keys": buffer.keys, "buffer_vectors": buffer.vectors})
 
-    def _read_files(self, files: dict[str, Path]) -> None:
+    def _read_files(
+        self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
+    ) -> None:
         self._replica.invalidate()
         if "buffer_keys" in files:
             keys = np.load(files["buffer_keys"], allow_pickle=False).astype(np.int64)

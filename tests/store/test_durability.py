@@ -129,7 +129,9 @@ def _check_answers(path: Path, vecs: np.ndarray) -> None:
 def test_damaged_index_files_are_rebuilt(tmp_path, damage, caplog):
     path = tmp_path / "s"
     vecs = _fill(path)
-    index_dir = next((path / "indexes").iterdir()) / "index"
+    collection_dir = next((path / "indexes").iterdir())
+    generation = json.loads((collection_dir / "CURRENT").read_text())["generation"]
+    index_dir = collection_dir / generation / "index"
     manifest = json.loads((index_dir / "manifest.json").read_text())
     native = index_dir / manifest["files"]["index"]["name"]
     if damage == "delete":
@@ -160,6 +162,7 @@ def test_stale_index_catches_up_from_change_log(tmp_path):
         col.add(ids=[f"n{i}" for i in range(50)], embeddings=more)
         col.delete(ids=["0", "1"])
     for p, data in saved.items():  # put the old (stale) index files back
+        p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     for p in (path / "indexes").rglob("*"):
         if p.is_file() and p not in saved:
@@ -193,3 +196,56 @@ def test_second_process_sees_committed_writes(tmp_path):
         assert top.id == "other" and top.score == pytest.approx(1.0, abs=1e-5)
         assert col.count() == 50
         assert "5" not in {h.id for h in col.query(query_embeddings=vecs[5], k=3)}
+
+
+PERSIST_CHILD = textwrap.dedent(
+    """
+    import sys, numpy as np, vectorstore as vs
+    path = sys.argv[1]
+    store = vs.Store(path)
+    col = store.get_or_create_collection("p", model=None, embedding_dim=%(dim)d, index="faiss-hnsw")
+    rng = np.random.default_rng(0)
+    for b in range(10_000):
+        vecs = rng.standard_normal((%(batch)d, %(dim)d)).astype(np.float32)
+        col.add(ids=[f"b{b}-{i}" for i in range(%(batch)d)], embeddings=vecs)
+        print(b, flush=True)  # acknowledged
+        col.persist()  # killed at a random point of a save, sooner or later
+    """
+) % {"dim": DIM, "batch": BATCH}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_during_persist_leaves_files_that_answer_like_brute_force(tmp_path, seed, caplog):
+    path = tmp_path / "store"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PERSIST_CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=_env()
+    )
+    rng = np.random.default_rng(seed)
+    kill_after = int(rng.integers(2, 12))
+    acked = -1
+    assert proc.stdout is not None
+    deadline = time.time() + 120
+    while acked < kill_after and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        acked = int(line)
+    time.sleep(float(rng.uniform(0, 0.03)))  # inside the next persist(), most likely
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for line in proc.stdout.read().split():
+        acked = max(acked, int(line))
+    assert acked >= kill_after, "child did not get far enough"
+    with caplog.at_level("WARNING"), vs.Store(path) as store:
+        col = store.get_collection("p")
+        got = col.get(include=["embeddings"])
+        assert all(f"b{b}-0" in got.ids for b in range(acked + 1))
+        q = np.random.default_rng(9).standard_normal((5, DIM)).astype(np.float32)
+        truth = exact_scores("cosine", q, got.embeddings)
+        for qi, row in enumerate(col.query(query_embeddings=q, k=1)):
+            assert row[0].id == got.ids[int(np.argmax(truth[qi]))]
+            np.testing.assert_allclose(row[0].score, truth[qi].max(), atol=1e-5)
+    # a kill mid-save leaves the previous generation current: loaded and caught up, never rebuilt
+    assert "rebuild" not in caplog.text
+    gens = [p.name for p in next((path / "indexes").iterdir()).iterdir() if p.name.startswith("gen-")]
+    assert len(gens) >= 1

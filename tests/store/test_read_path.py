@@ -107,7 +107,7 @@ def test_reader_translates_database_errors(tmp_path):
     try:
         for direct in (True, False):
             reader = Reader(store.engine, direct=direct)
-            with pytest.raises(StorageError, match="database read failed"):
+            with pytest.raises(StorageError, match="while reading for a query"):
                 reader.rows(lambda: text("SELECT * FROM no_such_table"))  # type: ignore[arg-type, return-value]
             reader.close()
     finally:

@@ -229,6 +229,35 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- verify
+def _cmd_verify(args: argparse.Namespace) -> int:
+    with _existing_store(args.store) as store:
+        report = store.verify(repair=args.repair)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "collections": report.collections,
+                    "vectors_checked": report.vectors_checked,
+                    "problems": [
+                        {"where": p.where, "what": p.what, "repaired": p.repaired} for p in report.problems
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for p in report.problems:
+            print(f"{'REPAIRED' if p.repaired else 'PROBLEM'}  {p.where}: {p.what}")
+        state = "ok" if report.ok else "problems found"
+        print(
+            f"{state}: {len(report.collections)} collection(s), {report.vectors_checked} stored vectors checked, "
+            f"{len(report.problems)} problem(s)"
+        )
+    return 0 if report.ok else 1
+
+
 # ---------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vectorstore import SentenceTransformer
@@ -340,6 +369,17 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("collection", nargs="?")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser(
+        "verify",
+        help="check the database, every stored vector and every index file; --repair rebuilds what is wrong",
+    )
+    p.add_argument("store")
+    p.add_argument(
+        "--repair", action="store_true", help="re-embed damaged vectors, rebuild wrong index files"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("eval", help="evaluate a model (sts: Spearman on an STS-format file)")
     p.add_argument("task", choices=["sts"])

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event
 
-from vectorstore.db import schema
-from vectorstore.errors import StorageError
+from vectorstore.errors import DatabaseCorruptedError, DiskFullError, StorageError
 
-__all__ = ["configure_sqlite", "init_schema", "make_engine", "read_tx", "write_tx"]
+__all__ = ["configure_sqlite", "database_error", "make_engine", "read_tx", "write_tx"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +55,28 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+_CORRUPT = ("malformed", "not a database", "file is encrypted")
+_FULL = ("database or disk is full", "no space left")
+
+
+def database_error(exc: BaseException, what: str, database: str | None) -> StorageError:
+    """The :class:`StorageError` subclass for a database failure while doing ``what``, naming the file."""
+    text = str(getattr(exc, "orig", None) or exc)
+    where = f" ({database})" if database else ""
+    lowered = text.lower()
+    if any(m in lowered for m in _CORRUPT):
+        return DatabaseCorruptedError(
+            f"the database{where} is damaged or not a vectorstore database ({what}): {text}"
+        )
+    if any(m in lowered for m in _FULL):
+        return DiskFullError(f"the disk holding the database{where} is full ({what}): {text}")
+    return StorageError(f"database error while {what}{where}: {text}")
+
+
 @contextmanager
-def write_tx(engine: Engine) -> Iterator[Connection]:
-    """One atomic write transaction; database errors become :class:`StorageError`."""
+def write_tx(engine: Engine, what: str = "writing") -> Iterator[Connection]:
+    """One atomic write transaction; a database failure becomes a :class:`StorageError` that says what
+    was being done (``what``) and that nothing of it was written."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
@@ -68,46 +85,16 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
             with conn.begin():
                 yield conn
     except SQLAlchemyError as exc:
-        raise StorageError(f"database write failed, nothing of the batch was written: {exc}") from exc
+        raise database_error(exc, f"{what}; nothing of it was written", engine.url.database) from exc
 
 
 @contextmanager
-def read_tx(engine: Engine) -> Iterator[Connection]:
-    """A read transaction (one consistent snapshot)."""
+def read_tx(engine: Engine, what: str = "reading") -> Iterator[Connection]:
+    """A read transaction (one consistent snapshot); failures become :class:`StorageError`."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with engine.connect() as conn, conn.begin():
             yield conn
     except SQLAlchemyError as exc:
-        raise StorageError(f"database read failed: {exc}") from exc
-
-
-# Numbered migrations: version -> function upgrading from version-1. Version 1 is the initial schema.
-MIGRATIONS: dict[int, Any] = {}
-
-
-def init_schema(engine: Engine) -> None:
-    """Create missing tables and bring the schema to :data:`schema.SCHEMA_VERSION`."""
-    with write_tx(engine) as conn:
-        schema.metadata.create_all(conn)
-        row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
-        if row is None:
-            conn.execute(
-                schema.meta.insert().values(key="schema_version", value=json.dumps(schema.SCHEMA_VERSION))
-            )
-            return
-        version = int(json.loads(row[0]))
-        if version > schema.SCHEMA_VERSION:
-            raise StorageError(
-                f"the store was written by a newer vectorstore (schema {version}); this one reads {schema.SCHEMA_VERSION}"
-            )
-        for target in range(version + 1, schema.SCHEMA_VERSION + 1):
-            logger.info("migrating store schema to version %d", target)
-            MIGRATIONS[target](conn)
-        if version != schema.SCHEMA_VERSION:
-            conn.execute(
-                schema.meta.update()
-                .where(schema.meta.c.key == "schema_version")
-                .values(value=json.dumps(schema.SCHEMA_VERSION))
-            )
+        raise database_error(exc, what, engine.url.database) from exc

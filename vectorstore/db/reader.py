@@ -19,8 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, Select
 from sqlalchemy.exc import SQLAlchemyError
 
-from vectorstore.db.engine import BUSY_TIMEOUT_MS, configure_sqlite
-from vectorstore.errors import StorageError
+from vectorstore.db.engine import BUSY_TIMEOUT_MS, configure_sqlite, database_error
 
 __all__ = ["Reader"]
 
@@ -99,7 +98,7 @@ class Reader:
                 assert self._conn is not None
                 return self._conn.execute(sql, values).fetchall()
         except (SQLAlchemyError, sqlite3.Error) as exc:
-            raise StorageError(f"database read failed: {exc}") from exc
+            raise database_error(exc, "reading for a query", self._engine.url.database) from exc
 
     def data_version(self) -> int | None:
         """SQLite's ``PRAGMA data_version`` of the private connection: it changes whenever another

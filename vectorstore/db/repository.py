@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +26,9 @@ from sqlalchemy import (
 
 from vectorstore.db.schema import changes, collections, meta, metadata_kv, records
 from vectorstore.db.schema import vectors as vectors_table
+from vectorstore.errors import DatabaseCorruptedError
 
-__all__ = ["Repository", "StoredRecord", "hydrate_stmt", "kv_rows"]
+__all__ = ["Repository", "StoredRecord", "VectorRows", "hydrate_stmt", "kv_rows"]
 
 _CHUNK = 5000  # ids per IN (...) list, well under SQLite's bound-variable limit
 
@@ -74,6 +76,32 @@ def _read_json(text: str) -> Any:
 _SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, untyped in typeshed
 
 
+@dataclass(frozen=True)
+class VectorRows:
+    """Stored vectors read back from SQLite: the good ones, and the keys whose bytes fail their CRC."""
+
+    keys: np.ndarray
+    vectors: np.ndarray
+    bad_keys: np.ndarray
+
+    @classmethod
+    def checked(cls, rows: Sequence[Sequence[Any]], dim: int) -> VectorRows:
+        """From ``(key, vector bytes, crc)`` rows; rows written before schema 2 (crc NULL) are trusted."""
+        good = [r for r in rows if r[2] is None or zlib.crc32(r[1]) == r[2]]
+        bad = (
+            [int(r[0]) for r in rows if r[2] is not None and zlib.crc32(r[1]) != r[2]]
+            if len(good) < len(rows)
+            else []
+        )
+        keys = np.array([int(r[0]) for r in good], dtype=np.int64)
+        vecs = (
+            np.frombuffer(b"".join(r[1] for r in good), dtype=np.float32).reshape(len(good), dim)
+            if good
+            else np.empty((0, dim), np.float32)
+        )
+        return cls(keys, vecs, np.array(bad, dtype=np.int64))
+
+
 @dataclass(frozen=True, slots=True)
 class StoredRecord:
     """One record as stored."""
@@ -113,11 +141,14 @@ class Repository:
         return int(pk[0])
 
     @staticmethod
-    def get_collection(conn: Connection, name: str) -> tuple[int, dict[str, Any]] | None:
+    def get_collection(conn: Connection, name: str) -> tuple[int, dict[str, Any], float] | None:
+        """(id, config, created_at) of the named collection, or None."""
         row = conn.execute(
-            select(collections.c.id, collections.c.config).where(collections.c.name == name)
+            select(collections.c.id, collections.c.config, collections.c.created_at).where(
+                collections.c.name == name
+            )
         ).first()
-        return (int(row[0]), json.loads(row[1])) if row else None
+        return (int(row[0]), json.loads(row[1]), float(row[2])) if row else None
 
     @staticmethod
     def list_collections(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
@@ -199,7 +230,8 @@ class Repository:
                     "metadata": json.dumps(md) if md is not None else None,
                 }
             )
-            vec_rows.append({"key": key, "vector": vectors[i].tobytes()})
+            blob = vectors[i].tobytes()
+            vec_rows.append({"key": key, "vector": blob, "crc": zlib.crc32(blob)})
             kv.extend(kv_rows(collection_id, key, md))
         conn.execute(insert(records), rows)
         conn.execute(insert(vectors_table), vec_rows)
@@ -226,10 +258,11 @@ class Repository:
             if values:
                 conn.execute(update(records).where(records.c.key == key).values(**values))
             if vectors is not None:
+                blob = vectors[i].tobytes()
                 conn.execute(
                     update(vectors_table)
                     .where(vectors_table.c.key == key)
-                    .values(vector=vectors[i].tobytes())
+                    .values(vector=blob, crc=zlib.crc32(blob))
                 )
         if metadatas is not None:
             for part in _chunks(list(keys)):
@@ -278,30 +311,26 @@ class Repository:
 
     # ---------------------------------------------------------------- reads
     @staticmethod
-    def vectors_for(conn: Connection, keys: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(keys present, float32 vectors) for the given keys."""
-        got_keys: list[int] = []
-        blobs: list[bytes] = []
+    def vectors_for(conn: Connection, keys: Sequence[int], dim: int) -> VectorRows:
+        """The stored vectors of the given keys that are present, checked against their CRCs."""
+        rows: list[Any] = []
         for part in _chunks(list(keys)):
-            for k, v in conn.execute(
-                select(vectors_table.c.key, vectors_table.c.vector).where(vectors_table.c.key.in_(part))
-            ):
-                got_keys.append(int(k))
-                blobs.append(v)
-        vecs = (
-            np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), dim)
-            if blobs
-            else np.empty((0, dim), np.float32)
-        )
-        return np.array(got_keys, dtype=np.int64), vecs
+            rows.extend(
+                conn.execute(
+                    select(vectors_table.c.key, vectors_table.c.vector, vectors_table.c.crc).where(
+                        vectors_table.c.key.in_(part)
+                    )
+                )
+            )
+        return VectorRows.checked(rows, dim)
 
     @staticmethod
     def iter_vectors(
         conn: Connection, collection_id: int, dim: int, batch: int = 20000
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (keys, vectors) of a collection in batches, for rebuilding indexes."""
+    ) -> Iterator[VectorRows]:
+        """All stored vectors of a collection in batches (checked against their CRCs), for rebuilding indexes."""
         result = conn.execution_options(stream_results=True).execute(
-            select(vectors_table.c.key, vectors_table.c.vector)
+            select(vectors_table.c.key, vectors_table.c.vector, vectors_table.c.crc)
             .join(records, records.c.key == vectors_table.c.key)
             .where(records.c.collection_id == collection_id)
             .order_by(vectors_table.c.key)
@@ -310,9 +339,7 @@ class Repository:
             rows = result.fetchmany(batch)
             if not rows:
                 return
-            keys = np.array([r[0] for r in rows], dtype=np.int64)
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
-            yield keys, vecs
+            yield VectorRows.checked(rows, dim)
 
     @staticmethod
     def keys_matching_stmt(
@@ -349,6 +376,19 @@ class Repository:
         )
 
     @staticmethod
+    def records_for_keys(conn: Connection, keys: Sequence[int]) -> list[StoredRecord]:
+        """Ids, documents and metadata of the given keys (in key order)."""
+        out: list[StoredRecord] = []
+        for part in _chunks(sorted(int(k) for k in keys)):
+            stmt = (
+                select(records.c.key, records.c.id, records.c.document, records.c.metadata)
+                .where(records.c.key.in_(part))
+                .order_by(records.c.key)
+            )
+            out.extend(StoredRecord.from_row(row) for row in conn.execute(stmt))
+        return out
+
+    @staticmethod
     def select_records(
         conn: Connection,
         collection_id: int,
@@ -361,7 +401,7 @@ class Repository:
     ) -> list[tuple[StoredRecord, bytes | None]]:
         cols = [records.c.key, records.c.id, records.c.document, records.c.metadata]
         if with_vectors:
-            cols.append(vectors_table.c.vector)
+            cols.extend([vectors_table.c.vector, vectors_table.c.crc])
         stmt = select(*cols).where(records.c.collection_id == collection_id)
         if with_vectors:
             stmt = stmt.join_from(records, vectors_table, vectors_table.c.key == records.c.key)
@@ -376,5 +416,10 @@ class Repository:
             stmt = stmt.offset(offset)
         out = []
         for row in conn.execute(stmt):
+            if with_vectors and row[5] is not None and zlib.crc32(row[4]) != row[5]:
+                raise DatabaseCorruptedError(
+                    f"the stored vector of record {row[1]!r} fails its checksum (the database file was "
+                    "damaged); run `vectorstore verify STORE --repair` to re-embed it from its document"
+                )
             out.append((StoredRecord.from_row(row), row[4] if with_vectors else None))
         return out

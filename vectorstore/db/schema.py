@@ -1,11 +1,12 @@
 """SQLAlchemy Core schema. SQLite (or any SQLAlchemy database) is the single source of truth.
 
 Tables:
-    meta            key/value facts about the database (schema version).
+    meta            key/value facts about the database: schema version, the store's random id
+                    (derived files carry it), the next record key.
     collections     one row per collection; ``config`` is the JSON collection config.
     records         ids, documents and metadata JSON of every record; ``key`` is the int64 key the
                     vector indexes use.
-    vectors         the float32 vector of every record (raw little-endian bytes), by key.
+    vectors         the float32 vector of every record (raw little-endian bytes) and its CRC32, by key.
     metadata_kv     one row per metadata value (one per element for lists), typed and indexed, so
                     filters are indexed lookups rather than a JSON scan of every row.
     changes         the change log: a monotonically increasing ``seq`` per write of a record, which
@@ -39,7 +40,7 @@ __all__ = [
     "vectors",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -80,6 +81,9 @@ vectors = Table(
         "key", Integer, ForeignKey("records.key", ondelete="CASCADE"), primary_key=True, autoincrement=False
     ),
     Column("vector", LargeBinary, nullable=False),
+    # CRC32 of the vector bytes (schema 2): SQLite keeps no page checksums, so a flipped bit inside a
+    # stored vector would otherwise pass integrity_check and be served silently.
+    Column("crc", Integer, nullable=True),
 )
 
 metadata_kv = Table(

@@ -1,0 +1,89 @@
+"""Numbered schema migrations and the store's identity, applied by :func:`init_schema` on open.
+
+Migration ``N`` upgrades a database at schema ``N - 1`` to ``N`` inside the opening transaction, so a
+crash midway leaves the old schema intact. A database written by a newer version is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+import zlib
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, bindparam, select, text
+from tqdm.auto import tqdm
+
+from vectorstore.db import schema
+from vectorstore.db.engine import write_tx
+from vectorstore.errors import StorageError
+
+__all__ = ["MIGRATIONS", "init_schema"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 20_000
+
+
+def _add_vector_checksums(conn: Connection) -> None:
+    """Schema 2: a CRC32 per stored vector, computed for the rows already there."""
+    conn.execute(text("ALTER TABLE vectors ADD COLUMN crc INTEGER"))
+    total = int(conn.execute(text("SELECT count(*) FROM vectors")).scalar_one())
+    show = total >= 100_000 and sys.stderr.isatty()
+    last = -1
+    with tqdm(total=total, desc="Checksumming stored vectors", unit="vec", disable=not show) as bar:
+        while True:
+            rows = conn.execute(
+                select(schema.vectors.c.key, schema.vectors.c.vector)
+                .where(schema.vectors.c.key > last)
+                .order_by(schema.vectors.c.key)
+                .limit(_BATCH)
+            ).all()
+            if not rows:
+                return
+            conn.execute(
+                schema.vectors.update()
+                .where(schema.vectors.c.key == bindparam("k"))
+                .values(crc=bindparam("c")),
+                [{"k": int(k), "c": zlib.crc32(v)} for k, v in rows],
+            )
+            last = int(rows[-1][0])
+            bar.update(len(rows))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_vector_checksums}
+
+
+def init_schema(engine: Engine) -> str:
+    """Create missing tables, bring the schema to :data:`schema.SCHEMA_VERSION`, and return the store's
+    random id (made on first open; derived files carry it, so files of another database are refused)."""
+    with write_tx(engine, "opening the store (creating or checking its tables)") as conn:
+        had_tables = bool(conn.dialect.has_table(conn, "meta"))
+        version = schema.SCHEMA_VERSION
+        if had_tables:
+            row = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+            ).first()
+            version = int(json.loads(row[0])) if row is not None else schema.SCHEMA_VERSION
+        if version > schema.SCHEMA_VERSION:
+            raise StorageError(
+                f"the store was written by a newer vectorstore (schema {version}); "
+                f"this one reads schema {schema.SCHEMA_VERSION}: upgrade vectorstore to open it"
+            )
+        for target in range(version + 1, schema.SCHEMA_VERSION + 1):
+            logger.info("migrating store schema to version %d", target)
+            MIGRATIONS[target](conn)
+        schema.metadata.create_all(conn)
+        facts = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+        if facts.get("schema_version") != json.dumps(schema.SCHEMA_VERSION):
+            conn.execute(schema.meta.delete().where(schema.meta.c.key == "schema_version"))
+            conn.execute(
+                schema.meta.insert().values(key="schema_version", value=json.dumps(schema.SCHEMA_VERSION))
+            )
+        store_id = facts.get("store_id")
+        if store_id is None:
+            store_id = uuid.uuid4().hex
+            conn.execute(schema.meta.insert().values(key="store_id", value=store_id))
+        return str(store_id)

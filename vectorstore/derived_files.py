@@ -1,0 +1,158 @@
+"""A collection's derived files on disk: its ANN index and float32 vector cache, saved together as one
+generation and published by renaming one pointer file.
+
+Layout (``directory`` is ``indexes/<id>-<name>/``)::
+
+    CURRENT                 {"generation": "gen-...", "sequence": ..., "identity": {...}}
+    gen-<seq>-<tag>/index/    the ANN index (manifest.json + native file)
+    gen-<seq>-<tag>/vectors/  the vector cache (manifest.json + .npy arrays)
+
+A save writes a new generation beside the current one and renames ``CURRENT`` over the old pointer
+last, so a crash or a full disk at any point leaves the previous, consistent pair in place: the index
+and the vector cache can never disagree. Each manifest and the pointer carry the identity of the
+database and collection they were built from (the store's random id, the collection's id and creation
+time), and a load refuses files of another database or of an earlier collection of the same name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import indexers
+from indexers import BaseIndex, IndexSpec
+from indexers.exact import ExactIndex
+from indexers.persistence import _fsync_dir, _fsync_file
+from vectorstore.errors import (
+    DiskFullError,
+    IncompatibleIndexError,
+    IndexCorruptedError,
+    IndexSaveError,
+    StorageError,
+)
+
+__all__ = ["CURRENT", "SavedPair", "has_saved_files", "load_pair", "save_error", "save_pair"]
+
+CURRENT = "CURRENT"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+_LOW_SPACE = 4 << 20  # bytes: a failed write with less than this left is taken for a full disk
+
+
+@dataclass(frozen=True)
+class SavedPair:
+    """An index and vector cache loaded from one generation."""
+
+    index: BaseIndex
+    vectors: ExactIndex
+    sequence: int
+    generation: Path
+
+
+def has_saved_files(directory: Path) -> bool:
+    """Whether ``directory`` holds a published generation."""
+    return (directory / CURRENT).is_file()
+
+
+def save_error(exc: BaseException, directory: Path) -> StorageError:
+    """The error a failed save is reported as: :class:`DiskFullError` when the disk is full (the errno
+    says so, or the device has almost nothing left — numpy, FAISS and USearch report short writes in
+    their own words), else :class:`IndexSaveError`; both name the directory."""
+    full = isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS
+    if not full:
+        with contextlib.suppress(OSError):
+            probe = directory
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            full = shutil.disk_usage(probe).free < _LOW_SPACE
+    if full:
+        return DiskFullError(
+            f"no space left on the device of {directory} while saving index files "
+            f"(SQLite still holds every record; the save is retried later): {exc}"
+        )
+    return IndexSaveError(
+        f"could not save index files in {directory} (SQLite still holds every record): {exc}"
+    )
+
+
+def save_pair(
+    directory: Path, index: BaseIndex, vectors: ExactIndex, sequence: int, identity: Mapping[str, Any]
+) -> None:
+    """Write ``index`` and ``vectors`` as a new generation and publish it; on any failure remove what was
+    written and raise (:func:`save_error`), leaving the previous generation current."""
+    gen = directory / f"gen-{sequence}-{uuid.uuid4().hex[:8]}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        vectors.save(gen / "vectors", sequence=sequence, tags=dict(identity))
+        index.save(gen / "index", sequence=sequence, tags=dict(identity))
+        pointer = {"generation": gen.name, "sequence": sequence, "identity": dict(identity)}
+        tmp = directory / f".{CURRENT}.{gen.name}.tmp"
+        tmp.write_text(json.dumps(pointer, sort_keys=True))
+        _fsync_file(tmp)
+        os.replace(tmp, directory / CURRENT)
+        _fsync_dir(directory)
+    except Exception as exc:
+        shutil.rmtree(gen, ignore_errors=True)
+        for tmp in directory.glob(f".{CURRENT}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if isinstance(exc, IndexCorruptedError):
+            raise  # the data being saved failed its own check: not a write failure
+        raise save_error(exc, directory) from exc
+    # Older generations are unreferenced now. A process that still maps their files keeps reading
+    # them (the inodes live on until unmapped).
+    for old in directory.iterdir():
+        if old.name != gen.name and (old.name.startswith("gen-") or old.name in ("index", "vectors")):
+            shutil.rmtree(old, ignore_errors=True)  # also what a save killed midway left behind
+        elif old.name.startswith(f".{CURRENT}.") and old.name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def load_pair(
+    directory: Path, spec: IndexSpec, identity: Mapping[str, Any], newest: int, *, verify: bool | str = True
+) -> SavedPair:
+    """Load the current generation.
+
+    Raises:
+        IndexCorruptedError: a file is missing, truncated or garbled, or the pair disagrees.
+        IncompatibleIndexError: files of another database or collection, of another kind, dimension or
+            metric, or reflecting changes the database does not have.
+    """
+    try:
+        pointer = json.loads((directory / CURRENT).read_text())
+        gen = directory / str(pointer["generation"])
+        if "/" in str(pointer["generation"]) or not gen.is_dir():
+            raise IndexCorruptedError(
+                f"{directory / CURRENT} names a missing generation {pointer['generation']!r}"
+            )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise IndexCorruptedError(f"index pointer {directory / CURRENT} is unreadable: {exc}") from exc
+    if pointer.get("identity") != dict(identity):
+        raise IncompatibleIndexError(
+            f"index files in {directory} were built from another database or an earlier collection of "
+            f"this name ({pointer.get('identity')} vs {dict(identity)})"
+        )
+    index = indexers.load_index(gen / "index", expect=spec, verify=verify)
+    vectors = indexers.load_index(
+        gen / "vectors", expect=IndexSpec("exact", spec.dim, "dot", {}), verify=verify
+    )
+    if not isinstance(vectors, ExactIndex):
+        raise IncompatibleIndexError(f"the vector cache in {gen} is a {vectors.kind} index")
+    for part in (index, vectors):
+        if part.tags != dict(identity) or part.sequence != pointer.get("sequence"):
+            raise IndexCorruptedError(
+                f"index files in {gen} disagree with their pointer (seq {part.sequence}, tags {part.tags})"
+            )
+    if index.sequence > newest:
+        raise IncompatibleIndexError(
+            f"index reflects seq {index.sequence}, newer than the database's {newest}"
+        )
+    return SavedPair(index, vectors, index.sequence, gen)
