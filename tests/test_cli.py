@@ -71,7 +71,7 @@ def test_query_with_filter_and_json(demo_store):
     hits = json.loads(proc.stdout)
     assert len(hits) == 5
     assert all(h["metadata"]["year"] >= 2020 for h in hits)
-    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert [h["rank"] for h in hits] == [0, 1, 2, 3, 4]  # Hit.rank's convention
     with vs.Store(demo_store) as store:
         want = store.get_collection("sample").query("planets and stars", k=5, where=where)
     assert [h["id"] for h in hits] == [h.id for h in want]
@@ -143,7 +143,7 @@ def test_ingest_every_file_type_idempotent_with_malformed_lines(tmp_path):
     assert f"{sources[0]}:3: invalid JSON" in proc.stderr
     assert f"{sources[0]}:4: no 'text' field" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "ingested 8 document(s)" in proc.stdout and "8 new, 0 updated, 2 malformed skipped" in proc.stdout
+    assert "ingested 8 document(s)" in proc.stdout and "8 new, 0 updated, 0 unchanged, 2 malformed skipped" in proc.stdout
     with vs.Store(store) as s:
         col = s.get_collection("mixed")
         got = col.get()
@@ -159,7 +159,7 @@ def test_ingest_every_file_type_idempotent_with_malformed_lines(tmp_path):
     assert by_id[f"{sources[3]}/a.md"][0] == "# Sailing\nHow to tie a bowline knot."
 
     again = run("ingest", str(store), "mixed", *sources, "--quiet")
-    assert "0 new, 8 updated" in again.stdout and "the collection holds 8" in again.stdout
+    assert "0 new, 0 updated, 8 unchanged" in again.stdout and "the collection holds 8" in again.stdout
 
 
 def test_ingest_abort_writes_nothing(tmp_path):

@@ -31,6 +31,7 @@ from vectorstore.errors import (
     InvalidVectorError,
     ModelLoadError,
     StorageError,
+    StoreClosedError,
     UnsupportedMetricError,
     VectorStoreError,
 )
@@ -94,6 +95,7 @@ __all__ = [
     "SkippedDocument",
     "StorageError",
     "Store",
+    "StoreClosedError",
     "UnsupportedMetricError",
     "VectorStoreError",
     "__version__",

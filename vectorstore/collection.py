@@ -17,10 +17,18 @@ from vectorstore.db.repository import Repository
 from vectorstore.errors import DuplicateDocumentError, InvalidInputError
 from vectorstore.filters import MatchingKeys, compile_filter
 from vectorstore.index_state import IndexState
+from vectorstore.lifecycle import Lifecycle
 from vectorstore.model_cache import ModelCache
 from vectorstore.rerankers import resolve_reranker
-from vectorstore.results import AddResult, DuplicatePair, GetResult, Hit, SkippedDocument
-from vectorstore.validation import check_documents, check_embeddings, check_ids, check_metadatas
+from vectorstore.results import AddResult, DuplicatePair, GetResult, Hit, SkippedDocument, WriteCounts
+from vectorstore.validation import (
+    check_count,
+    check_documents,
+    check_embeddings,
+    check_ids,
+    check_metadatas,
+    check_threshold,
+)
 from vectorstore.writes import RecordWriter, WriteMode
 
 if TYPE_CHECKING:
@@ -44,12 +52,6 @@ def _check_include(include: Sequence[str]) -> tuple[str, ...]:
     return inc
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InvalidInputError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 class Collection:
     """A named set of records (id, document, metadata, vector) with an ANN index.
 
@@ -62,6 +64,7 @@ class Collection:
         state: its in-process index state.
         engine: the store's database engine (writes and record reads).
         models: where its model and reranker are loaded from.
+        life: the store's open/closed flag (every operation raises ``StoreClosedError`` once closed).
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Collection:
         state: IndexState,
         engine: Engine,
         models: ModelCache,
+        life: Lifecycle | None = None,
     ) -> None:
         self.name = name
         self.id = collection_id
@@ -79,6 +83,7 @@ class Collection:
         self._state = state
         self._engine = engine
         self._models = models
+        self._life = life if life is not None else Lifecycle(f"collection {name!r}")
         self._writer = RecordWriter(engine, collection_id, config.dim, name)
         self._matching = MatchingKeys(collection_id, state.reader)
 
@@ -164,21 +169,14 @@ class Collection:
             DuplicateDocumentError: ``on_duplicate="error"`` and a near-duplicate was found.
             InvalidIDError, InvalidMetadataError, InvalidVectorError, DimensionMismatchError: bad input.
         """
+        self._life.check()
         if on_duplicate not in _ON_DUPLICATE:
             raise InvalidInputError(
                 f"on_duplicate must be one of {list(_ON_DUPLICATE)}, got {on_duplicate!r}"
             )
-        if isinstance(duplicate_threshold, bool) or not isinstance(duplicate_threshold, (int, float)):
-            raise InvalidInputError(f"duplicate_threshold must be a number, got {duplicate_threshold!r}")
+        threshold = check_threshold(duplicate_threshold, self.metric)
         return self._write(
-            ids,
-            documents,
-            metadatas,
-            embeddings,
-            "add",
-            show_progress_bar,
-            on_duplicate,
-            float(duplicate_threshold),
+            ids, documents, metadatas, embeddings, "add", show_progress_bar, on_duplicate, threshold
         )
 
     def upsert(
@@ -189,9 +187,19 @@ class Collection:
         embeddings: Any = None,
         *,
         show_progress_bar: bool | None = None,
-    ) -> None:
-        """Insert new ids and overwrite existing ones (document, metadata and vector); all-or-nothing."""
-        self._write(ids, documents, metadatas, embeddings, "upsert", show_progress_bar, "allow", 0.95)
+    ) -> WriteCounts:
+        """Insert new ids and overwrite existing ones (document, metadata and vector); all-or-nothing.
+
+        A record given exactly as it is stored (same document, metadata and vector) is left alone: an
+        idempotent re-run writes nothing.
+
+        Returns:
+            How many records were added, updated and unchanged.
+        """
+        self._life.check()
+        return self._write(
+            ids, documents, metadatas, embeddings, "upsert", show_progress_bar, "allow", 0.95
+        ).counts
 
     def _write(
         self,
@@ -210,7 +218,7 @@ class Collection:
         metas = check_metadatas(metadatas, n)
         vectors: np.ndarray | None = None
         if embeddings is not None:
-            vectors = check_embeddings(embeddings, n, self.dim)
+            vectors = check_embeddings(embeddings, n, self.dim, metric=self.metric)
         elif docs is None:
             raise InvalidInputError("add/upsert needs documents or embeddings")
         else:
@@ -220,7 +228,7 @@ class Collection:
                     f"documents {missing[:5]} are None and no embeddings were given to embed them by"
                 )
         if n == 0:
-            return AddResult([])
+            return AddResult([], counts=WriteCounts(0, 0, 0))
         if vectors is None:
             self.model  # fail before any work if the collection cannot embed  # noqa: B018
             if mode == "add":
@@ -249,7 +257,7 @@ class Collection:
                 metas = [metas[i] for i in keep] if metas is not None else None
                 vectors = vectors[keep]
                 if not keep:
-                    return AddResult([], skipped)
+                    return AddResult([], skipped, WriteCounts(0, 0, 0))
         if vectors is not None:
             committed = self._writer.commit(
                 id_list, docs, metas, iter([(np.arange(len(id_list)), vectors)]), mode
@@ -259,8 +267,8 @@ class Collection:
             committed = self._writer.commit_while_encoding(
                 self.model, id_list, docs, metas, mode, show_progress_bar
             )
-        self._state.catch_up(known=committed)
-        return AddResult(id_list, skipped)
+        self._state.catch_up(known=committed.known)
+        return AddResult(id_list, skipped, committed.counts)
 
     def update(
         self,
@@ -276,11 +284,14 @@ class Collection:
         Raises:
             InvalidIDError: listing ids that are not stored (nothing is written).
         """
+        self._life.check()
         id_list = check_ids(ids)
         n = len(id_list)
         docs = check_documents(documents, n)
         metas = check_metadatas(metadatas, n)
-        vectors = check_embeddings(embeddings, n, self.dim) if embeddings is not None else None
+        vectors = (
+            check_embeddings(embeddings, n, self.dim, metric=self.metric) if embeddings is not None else None
+        )
         if n == 0:
             return
         if vectors is None and docs is not None:
@@ -302,6 +313,7 @@ class Collection:
         where_document: Mapping[str, Any] | None = None,
     ) -> int:
         """Delete records by id and/or filter (both given: records matching both). Returns how many were deleted."""
+        self._life.check()
         id_list = check_ids(ids, unique=False) if ids is not None else None
         cond = compile_filter(self.id, where, where_document)
         if id_list is None and cond is None:
@@ -315,6 +327,7 @@ class Collection:
     # ------------------------------------------------------------------ reads
     def count(self) -> int:
         """Number of stored records."""
+        self._life.check()
         with read_tx(self._engine) as conn:
             return Repository.count(conn, self.id)
 
@@ -328,11 +341,11 @@ class Collection:
         include: Sequence[Include] = ("documents", "metadatas"),
     ) -> GetResult:
         """Records by id and/or filter, in insertion order (ids that are not stored are skipped)."""
+        self._life.check()
         inc = _check_include(include)
         id_list = check_ids(ids, unique=False) if ids is not None else None
-        for name, value in (("limit", limit), ("offset", offset)):
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise InvalidInputError(f"{name} must be a non-negative int, got {value!r}")
+        limit = check_count("limit", limit, minimum=0, allow_none=True)
+        offset = check_count("offset", offset, minimum=0, allow_none=True)
         cond = compile_filter(self.id, where, where_document)
         with read_tx(self._engine) as conn:
             rows = Repository.select_records(
@@ -361,7 +374,7 @@ class Collection:
 
     def peek(self, n: int = 10) -> GetResult:
         """The first ``n`` records."""
-        return self.get(limit=n)
+        return self.get(limit=check_count("n", n, minimum=0))
 
     def query(
         self,
@@ -406,15 +419,17 @@ class Collection:
             InvalidInputError: bad ``k``/``rerank_k``, ``rerank=True`` without a reranker, or reranking
                 requested for ``query_embeddings`` (the cross-encoder needs the query text).
         """
+        self._life.check()
         inc = _check_include(include)
-        _positive_int("k", k)
-        if oversample < 1:
-            raise InvalidInputError(f"oversample must be >= 1, got {oversample}")
+        k = int(check_count("k", k) or 1)
+        oversample = int(check_count("oversample", oversample) or 1)
+        candidates = check_count("candidates", candidates, allow_none=True)
         cross_encoder = resolve_reranker(rerank, query, self.reranker_name, self._models, self.name)
         if rerank_k is not None and (
-            not isinstance(rerank_k, int) or isinstance(rerank_k, bool) or rerank_k < k
+            isinstance(rerank_k, bool) or not isinstance(rerank_k, (int, np.integer)) or rerank_k < k
         ):
             raise InvalidInputError(f"rerank_k must be an int >= k ({k}), got {rerank_k!r}")
+        rerank_k = int(rerank_k) if rerank_k is not None else None
         stage_k = k
         if cross_encoder is not None:
             stage_k = rerank_k if rerank_k is not None else max(k, 50)
@@ -443,15 +458,18 @@ class Collection:
             bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
             if bad:
                 raise InvalidInputError(f"queries must be strings; item {bad[0]} is {texts[bad[0]]!r:.60}")
-            vecs = np.asarray(self.model.encode_query(texts), dtype=np.float32).reshape(len(texts), -1)
-            return check_embeddings(vecs, len(texts), self.dim), texts, single
-        arr = (
-            np.asarray(query_embeddings, dtype=np.float32)
-            if not isinstance(query_embeddings, np.ndarray)
-            else query_embeddings
-        )
-        single = arr.ndim == 1
-        return check_embeddings(arr[None, :] if single else arr, None, self.dim), None, single
+            vecs = np.asarray(self.model.encode_query(texts, show_progress_bar=False), dtype=np.float32)
+            vecs = vecs.reshape(len(texts), -1)
+            return check_embeddings(vecs, len(texts), self.dim, metric=self.metric), texts, single
+        try:
+            arr = (
+                query_embeddings if isinstance(query_embeddings, np.ndarray) else np.asarray(query_embeddings)
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"query_embeddings cannot be read as an array: {exc}") from exc
+        single = arr.ndim == 1 and arr.size > 0
+        vecs = check_embeddings(arr[None, :] if single else arr, None, self.dim, metric=self.metric)
+        return vecs, None, single
 
     # ------------------------------------------------------------------ duplicates
     def _join(
@@ -491,6 +509,7 @@ class Collection:
         Memory stays bounded by ``batch_size`` for the search plus the set of pairs seen so far;
         use it for collections whose duplicate list is too large to sort in memory.
         """
+        self._life.check()
         _, batches = self._join(threshold, k, where, where_document, batch_size, show_progress_bar)
         return dedupe.duplicate_pairs(self._state, batches)
 
@@ -526,6 +545,7 @@ class Collection:
             :class:`~vectorstore.DuplicatePair` list, each unordered pair once (``id_a`` the earlier
             added), sorted by score descending.
         """
+        self._life.check()
         pairs = list(
             self.iter_duplicates(
                 threshold,
@@ -563,14 +583,15 @@ class Collection:
         Returns:
             Lists of ids, largest group first.
         """
-        if not isinstance(min_size, int) or isinstance(min_size, bool) or min_size < 1:
-            raise InvalidInputError(f"min_size must be a positive int, got {min_size!r}")
+        self._life.check()
+        min_size = int(check_count("min_size", min_size) or 1)
         keys, batches = self._join(threshold, k, where, where_document, batch_size, show_progress_bar)
         return dedupe.duplicate_groups(self._state, keys, batches, min_size)
 
     # ------------------------------------------------------------------ maintenance
     def persist(self) -> None:
         """Save the derived index files now (they are also saved on close and every so many changes)."""
+        self._life.check()
         self._state.catch_up()
         self._state.persist()
 
@@ -580,11 +601,13 @@ class Collection:
         Queries never need this — records not indexed yet are scanned exactly — but benchmarks and
         batch jobs that want the final index do.
         """
+        self._life.check()
         self._state.catch_up()
         self._state.drain()
 
     def rebuild_index(self) -> None:
         """Rebuild the ANN index and vector cache from SQLite."""
+        self._life.check()
         self._state.rebuild()
 
     def index_files_dir(self) -> str | None:

@@ -15,8 +15,8 @@ import numpy as np
 import indexers
 from vectorstore import pipeline
 from vectorstore.duplicates import claim_communities, first_occurrences, self_join
-from vectorstore.errors import InvalidInputError
 from vectorstore.results import DuplicatePair, SkippedDocument
+from vectorstore.validation import check_count, check_threshold
 
 if TYPE_CHECKING:
     from vectorstore.index_state import IndexState
@@ -86,11 +86,9 @@ def join(
     name: str,
 ) -> tuple[np.ndarray, Batches]:
     """The keys taking part in a self-join (all, or those matching the filters) and its batches."""
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise InvalidInputError(f"threshold must be a number, got {threshold!r}")
-    for label, value in (("k", k), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise InvalidInputError(f"{label} must be a positive int, got {value!r}")
+    threshold = check_threshold(threshold, metric)
+    k = int(check_count("k", k) or 1)
+    batch_size = int(check_count("batch_size", batch_size) or 1)
     state.catch_up()
     # Index what the background indexer has not reached yet: searching it exactly from every
     # record of the join would make the join quadratic in the pending count.

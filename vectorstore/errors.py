@@ -20,6 +20,7 @@
     ├── CollectionNotFoundError (also a KeyError)
     ├── CollectionExistsError
     ├── CollectionConfigError                      reopening with a different model / dim / metric
+    ├── StoreClosedError                           an operation on a closed store or one of its collections
     └── StorageError                               the database or a derived file failed or refused an operation
         ├── DiskFullError                          no space (or quota) left where a file was written
         ├── DatabaseCorruptedError                 the database is not a database, malformed, or fails a checksum
@@ -72,6 +73,7 @@ __all__ = [
     "InvalidVectorError",
     "ModelLoadError",
     "StorageError",
+    "StoreClosedError",
     "UnsupportedMetricError",
     "VectorStoreError",
 ]
@@ -118,6 +120,10 @@ class CollectionExistsError(VectorStoreError):
 
 class CollectionConfigError(VectorStoreError):
     """A collection was reopened with a model, dimension, metric or index that contradicts its stored config."""
+
+
+class StoreClosedError(VectorStoreError):
+    """The store was closed: its collections can no longer be used (open the store again)."""
 
 
 class StorageError(VectorStoreError):

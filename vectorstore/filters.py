@@ -23,11 +23,25 @@ Document filters: ``{"$contains": "text"}``, ``{"$not_contains": "text"}``, comb
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, Select, and_, false, not_, or_, select, true
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    false,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
 
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository
@@ -38,33 +52,155 @@ __all__ = ["MatchingKeys", "compile_filter", "compile_where", "compile_where_doc
 
 _KEY_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 _LOGIC = ("$and", "$or")
+MAX_DEPTH = 32  # nesting of $and / $or (and of operator dicts)
+MAX_TERMS = 15_000  # comparisons in one filter outside $in / $nin lists: each binds two parameters, and
+# SQLite allows 32,766 per statement
+MAX_VALUES = 1_000_000  # values in one $in / $nin list
+_INLINE_VALUES = 64  # longer $in lists are passed as one JSON parameter on SQLite (json_each)
+
+
+class _InValues(ColumnElement[bool]):
+    """``column IN (values)``, compiled per dialect: a JSON array unpacked by ``json_each`` on SQLite
+    (one bound parameter for any number of values), an expanding list of parameters elsewhere."""
+
+    inherit_cache = False
+
+    def __init__(self, column: ColumnElement[Any], values: list[Any]) -> None:
+        self.column = column
+        self.values = values
+        self.type = Boolean()
+
+
+@compiles(_InValues)
+def _in_values(element: _InValues, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.column.in_(element.values), **kw))
+
+
+@compiles(_InValues, "sqlite")
+def _in_values_sqlite(element: _InValues, compiler: Any, **kw: Any) -> str:
+    if len(element.values) <= _INLINE_VALUES:
+        return str(compiler.process(element.column.in_(element.values), **kw))
+    param: Any = bindparam(None, json.dumps(element.values), unique=True)
+    return f"{compiler.process(element.column, **kw)} IN (SELECT value FROM json_each({compiler.process(param, **kw)}))"
+
+
+class _Parenthesised(ColumnElement[bool]):
+    """A condition rendered inside its own parentheses, always: SQLAlchemy flattens nested AND / OR
+    lists, and the database would parse the flat chain as deep as it is long."""
+
+    inherit_cache = False
+
+    def __init__(self, inner: ColumnElement[bool]) -> None:
+        self.inner = inner
+        self.type = Boolean()
+
+
+@compiles(_Parenthesised)
+def _parenthesised(element: _Parenthesised, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.inner, **kw)})"
+
+
+def _constant(value: Any) -> ColumnElement[Any]:
+    """A value the library itself chose (a collection id, a type tag), inlined instead of bound, so
+    that wide filters stay under the database's bound-parameter limit. Never used for user values."""
+    if isinstance(value, int):
+        return literal_column(str(int(value)))
+    assert isinstance(value, str) and value.isalpha()
+    return literal_column(f"'{value}'")
 
 
 def _typed_match(collection_id: int, key: str, op: str, value: Any) -> ColumnElement[bool]:
     """A condition on metadata_kv rows of ``key`` for one positive comparison."""
     kv = metadata_kv.c
-    base = and_(kv.collection_id == collection_id, kv.key == key)
+    base = and_(kv.collection_id == _constant(collection_id), kv.key == key)
     if op == "$eq":
         if value is None:
-            return and_(base, kv.vtype == "z")
+            return and_(base, kv.vtype == _constant("z"))
         if isinstance(value, bool):
-            return and_(base, kv.vtype == "b", kv.num_value == float(value))
+            return and_(base, kv.vtype == _constant("b"), kv.num_value == float(value))
         if isinstance(value, (int, float)):
-            return and_(base, kv.vtype == "n", kv.num_value == float(value))
+            return and_(base, kv.vtype == _constant("n"), kv.num_value == _finite(key, value))
         if isinstance(value, str):
-            return and_(base, kv.vtype == "s", kv.str_value == value)
+            return and_(base, kv.vtype == _constant("s"), kv.str_value == value)
         raise InvalidFilterError(f"cannot compare {key!r} with {value!r}: use str, int, float, bool or None")
     # range operators
     if isinstance(value, bool) or value is None:
         raise InvalidFilterError(f"operator {op} on {key!r} needs a number or a string, got {value!r}")
     if isinstance(value, (int, float)):
-        column, vtype, bound = kv.num_value, "n", float(value)
+        column, vtype, bound = kv.num_value, "n", _finite(key, value)
     elif isinstance(value, str):
         column, vtype, bound = kv.str_value, "s", value  # type: ignore[assignment]
     else:
         raise InvalidFilterError(f"operator {op} on {key!r} needs a number or a string, got {value!r}")
     cmp = {"$gt": column > bound, "$gte": column >= bound, "$lt": column < bound, "$lte": column <= bound}[op]
-    return and_(base, kv.vtype == vtype, cmp)
+    return and_(base, kv.vtype == _constant(vtype), cmp)
+
+
+def _finite(key: str, value: int | float) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidFilterError(f"filter on {key!r} compares with {value!r}; only finite numbers can match")
+    return number
+
+
+def _in_match(collection_id: int, key: str, op: str, values: list[Any]) -> ColumnElement[bool]:
+    """Records with some value of ``key`` among ``values`` (typed as ``$eq`` is), one IN per type."""
+    if len(values) > MAX_VALUES:
+        raise InvalidFilterError(
+            f"{op} on {key!r} has {len(values)} values; at most {MAX_VALUES} are allowed"
+        )
+    kv = metadata_kv.c
+    strings = sorted({v for v in values if isinstance(v, str)})
+    bools = sorted({float(v) for v in values if isinstance(v, bool)})
+    numbers = sorted(
+        {_finite(key, v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    )
+    bad = [v for v in values if v is not None and not isinstance(v, (str, int, float))]
+    if bad:
+        raise InvalidFilterError(f"cannot compare {key!r} with {bad[0]!r}: use str, int, float, bool or None")
+    groups: list[ColumnElement[bool]] = []
+    if strings:
+        groups.append(and_(kv.vtype == _constant("s"), _InValues(kv.str_value, strings)))
+    if numbers:
+        groups.append(and_(kv.vtype == _constant("n"), _InValues(kv.num_value, numbers)))
+    if bools:
+        groups.append(and_(kv.vtype == _constant("b"), kv.num_value.in_(bools)))
+    if any(v is None for v in values):
+        groups.append(kv.vtype == _constant("z"))
+    base = and_(kv.collection_id == _constant(collection_id), kv.key == key)
+    return and_(base, or_(*groups)) if len(groups) > 1 else and_(base, groups[0])
+
+
+def _balanced(combine: Any, parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    """``combine`` (and_ / or_) of ``parts`` as a balanced, parenthesised tree: databases parse a flat
+    ``a OR b OR ...`` as a chain as deep as it is long (SQLite stops at depth 1000)."""
+    if len(parts) <= 8:
+        return combine(*parts) if len(parts) > 1 else parts[0]
+    mid = len(parts) // 2
+    return combine(
+        _Parenthesised(_balanced(combine, parts[:mid])), _Parenthesised(_balanced(combine, parts[mid:]))
+    )
+
+
+def _check_shape(where: Any, what: str) -> None:
+    """Bound the nesting depth and the number of comparisons before anything recurses over the filter."""
+    terms = 0
+    stack: list[tuple[Any, int]] = [(where, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidFilterError(f"{what} is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, Mapping):
+            terms += 1
+            stack.extend(
+                (v, depth + 1) for k, v in node.items() if not (k in ("$in", "$nin") and isinstance(v, list))
+            )
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
+        if terms > MAX_TERMS:
+            raise InvalidFilterError(
+                f"{what} has more than {MAX_TERMS} comparisons; use $in / $nin for many values of one key"
+            )
 
 
 def _keys_where(cond: ColumnElement[bool]) -> ColumnElement[bool]:
@@ -92,7 +228,7 @@ def _compile_key(collection_id: int, key: str, spec: Any) -> ColumnElement[bool]
             if not value:
                 parts.append(false() if op == "$in" else true())
                 continue
-            cond = or_(*[_typed_match(collection_id, key, "$eq", v) for v in value])
+            cond = _in_match(collection_id, key, op, list(value))
             parts.append(_keys_where(cond) if op == "$in" else not_(_keys_where(cond)))
         elif op == "$ne":
             parts.append(not_(_keys_where(_typed_match(collection_id, key, "$eq", value))))
@@ -115,6 +251,11 @@ def compile_where(collection_id: int, where: Mapping[str, Any] | None) -> Column
         raise InvalidFilterError(f"where must be a dict, got {type(where).__name__}: {where!r:.80}")
     if not where:
         return None
+    _check_shape(where, "where")
+    return _compile_where(collection_id, where)
+
+
+def _compile_where(collection_id: int, where: Mapping[str, Any]) -> ColumnElement[bool]:
     parts: list[ColumnElement[bool]] = []
     for key, spec in where.items():
         if key in _LOGIC:
@@ -122,11 +263,12 @@ def compile_where(collection_id: int, where: Mapping[str, Any] | None) -> Column
                 raise InvalidFilterError(f"{key} needs a non-empty list of filters, got {spec!r}")
             subs = []
             for sub in spec:
-                compiled = compile_where(collection_id, sub)
-                if compiled is None:
+                if not isinstance(sub, Mapping):
+                    raise InvalidFilterError(f"{key} needs a list of filter dicts, got {sub!r:.80}")
+                if not sub:
                     raise InvalidFilterError(f"{key} contains an empty filter")
-                subs.append(compiled)
-            parts.append(and_(*subs) if key == "$and" else or_(*subs))
+                subs.append(_compile_where(collection_id, sub))
+            parts.append(_balanced(and_ if key == "$and" else or_, subs))
         else:
             parts.append(_compile_key(collection_id, key, spec))
     return and_(*parts) if len(parts) > 1 else parts[0]
@@ -158,16 +300,22 @@ def compile_where_document(where_document: Mapping[str, Any] | None) -> ColumnEl
         return None
     if not isinstance(where_document, Mapping):
         raise InvalidFilterError(f"where_document must be a dict, got {where_document!r:.80}")
+    _check_shape(where_document, "where_document")
+    return _compile_document(where_document)
+
+
+def _compile_document(where_document: Mapping[str, Any]) -> ColumnElement[bool]:
     parts: list[ColumnElement[bool]] = []
     for op, value in where_document.items():
         if op in _LOGIC:
             if not isinstance(value, (list, tuple)) or not value:
                 raise InvalidFilterError(f"{op} needs a non-empty list of document filters, got {value!r}")
-            subs = [compile_where_document(v) for v in value]
-            if any(s is None for s in subs):
+            if any(not isinstance(v, Mapping) for v in value):
+                raise InvalidFilterError(f"{op} needs a list of document filter dicts, got {value!r:.80}")
+            if any(not v for v in value):
                 raise InvalidFilterError(f"{op} contains an empty document filter")
-            clean = [s for s in subs if s is not None]
-            parts.append(and_(*clean) if op == "$and" else or_(*clean))
+            clean = [_compile_document(v) for v in value]
+            parts.append(_balanced(and_ if op == "$and" else or_, clean))
         elif op in ("$contains", "$not_contains"):
             if not isinstance(value, str) or not value:
                 raise InvalidFilterError(f"{op} needs a non-empty string, got {value!r}")
@@ -213,6 +361,10 @@ class MatchingKeys:
         Raises:
             InvalidFilterError: the filter is malformed (nothing is cached for it).
         """
+        if where:
+            _check_shape(where, "where")  # before anything recurses over it (json.dumps included)
+        if where_document:
+            _check_shape(where_document, "where_document")
         try:
             cache_key: str | None = json.dumps([where, where_document], sort_keys=True)
         except (TypeError, ValueError):

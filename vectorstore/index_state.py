@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 _PERSIST_MIN_CHANGES = 20_000
 _PERSIST_FRACTION = 0.25
 _SAVE_RETRY_S = 60.0
+CLOSE_TIMEOUT_S = 5.0  # how long close() keeps indexing pending vectors before it leaves them to the log
 # New vectors up to this many are indexed inside the write; more go to a background indexer, and
 # queries scan the not-yet-indexed ones exactly so no acknowledged record is ever missed.
 SYNC_INDEX_MAX = 2_000
@@ -86,6 +87,7 @@ class IndexState:
         # cache, which verifies its blocks as they are read).
         self._verifier: threading.Thread | None = None
         self._unverified = False
+        self._stopping = False  # set by close(): background threads finish their step and stop
         self._open()
 
     # ------------------------------------------------------------------ open / rebuild
@@ -128,6 +130,7 @@ class IndexState:
                     index.add(part.keys, part.vectors)
                     vectors.add(part.keys, part.vectors)
             self.index, self.vectors = index, vectors
+            self._unverified = False  # built from SQLite just now
             self.pending.clear()
             self.applied_seq = seq
             self.saved_seq = -1
@@ -148,6 +151,8 @@ class IndexState:
     def _verify_in_background(self, parts: list[BaseIndex]) -> None:
         try:
             for part in parts:
+                if self._stopping:
+                    return
                 part.verify_pending()
         except IndexCorruptedError as exc:
             with self.lock:
@@ -266,8 +271,10 @@ class IndexState:
 
     def _drain_in_background(self) -> None:
         try:
-            while self._index_some(_INDEX_CHUNK):
+            while not self._stopping and self._index_some(_INDEX_CHUNK):
                 time.sleep(0.001)  # let waiting writers and queries take the lock between chunks
+            if self._stopping:
+                return
             with self.lock:
                 self._maybe_persist()
         except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
@@ -304,8 +311,10 @@ class IndexState:
             return np.concatenate([keys, extra], axis=1), np.concatenate([scores, extra_scores], axis=1)
 
     def _maybe_persist(self) -> None:
-        if self.pending:
-            return  # the background indexer saves when it has caught up; saving now would block on it
+        if self.pending or self._unverified:
+            # the background indexer saves when it has caught up (saving now would block on it); files
+            # still being verified are not saved over (a damaged index would be saved as if sound)
+            return
         unsaved = self.applied_seq - max(self.saved_seq, 0)
         if (
             self.directory is not None
@@ -324,8 +333,10 @@ class IndexState:
         """
         if self.directory is None:
             return
+        if self._unverified and self._verifier is not threading.current_thread():
+            self.wait_verified()  # never save over files whose check is still running
         with self.lock:
-            if self.saved_seq == self.applied_seq:
+            if self.saved_seq == self.applied_seq or self._unverified:
                 return
             self.drain()
             try:
@@ -370,13 +381,36 @@ class IndexState:
             out.update((int(row[0]), StoredRecord.from_row(row)) for row in rows)
         return out
 
-    def close(self) -> None:
-        """Save and release the reader."""
-        self.persist()
-        self.reader.close()
+    def close(self, timeout: float | None = CLOSE_TIMEOUT_S) -> None:
+        """Stop the background threads, save what is ready, release the reader.
+
+        Vectors not yet in the index are indexed for up to ``timeout`` seconds (``None``: until all
+        are); if some remain, nothing is saved — the saved files stay consistent at their older
+        sequence and the next open replays the rest from the change log.
+        """
+        self._stopping = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in (self._indexer, self._verifier):
+            if thread is not None:
+                # a thread stops at its next step (one chunk of inserts, one file's checksum)
+                thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.5))
+        with self.lock:
+            while self.pending and (deadline is None or time.monotonic() < deadline):
+                self._index_some(_INDEX_CHUNK)
+            if self.pending:
+                logger.info(
+                    "collection %d: closing with %d vectors not yet indexed; they are replayed from the "
+                    "change log on the next open",
+                    self.collection_id,
+                    len(self.pending),
+                )
+            elif not self._unverified:
+                self.persist(raise_errors=False)
+            self.reader.close()
 
     def discard(self) -> None:
-        """The collection was deleted: stop indexing, never save again, release the probe."""
+        """The collection was deleted: stop indexing, never save again, release the reader."""
+        self._stopping = True
         with self.lock:
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None

@@ -109,6 +109,10 @@ def _similarity_stages(
     state.catch_up()
     q = plan.queries
     with state.lock:
+        # Work is bounded by what is stored, never by k: a k beyond the record count returns them all.
+        most = max(len(state), 1)
+        if plan.k > most or plan.fetch > most:
+            plan = replace(plan, k=min(plan.k, most), fetch=min(plan.fetch, most))
         if not len(q):
             keys, scores = empty_results(0, plan.k)
         elif plan.filtered:

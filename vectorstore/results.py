@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AddResult", "DuplicatePair", "GetResult", "Hit", "SkippedDocument"]
+__all__ = ["AddResult", "DuplicatePair", "GetResult", "Hit", "SkippedDocument", "WriteCounts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,21 @@ class SkippedDocument:
 
 
 @dataclass(frozen=True)
+class WriteCounts:
+    """What :meth:`Collection.upsert` did.
+
+    Attributes:
+        added: records that were new.
+        updated: existing records whose document, metadata or vector changed.
+        unchanged: existing records given exactly as stored (nothing was written for them).
+    """
+
+    added: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
 class AddResult:
     """What :meth:`Collection.add` wrote.
 
@@ -79,10 +94,12 @@ class AddResult:
         ids: the ids written, in input order.
         skipped: documents not written because they duplicate a stored or earlier one
             (``on_duplicate="skip"``), with the id they duplicate and the score.
+        counts: how many records were added (for ``add``, all written ones).
     """
 
     ids: list[str]
     skipped: list[SkippedDocument] = field(default_factory=list)
+    counts: WriteCounts = field(default_factory=lambda: WriteCounts(0, 0, 0))
 
     @property
     def skipped_ids(self) -> list[str]:

@@ -25,9 +25,11 @@ from vectorstore.errors import (
     CollectionNotFoundError,
     DatabaseMissingError,
     InvalidInputError,
+    StorageError,
     VectorStoreError,
 )
-from vectorstore.index_state import IndexState
+from vectorstore.index_state import CLOSE_TIMEOUT_S, IndexState
+from vectorstore.lifecycle import Lifecycle, close_at_exit
 from vectorstore.model_cache import ModelCache
 from vectorstore.validation import check_collection_name
 
@@ -73,10 +75,17 @@ class Store:
         if (path is None) == (url is None):
             raise InvalidInputError("Store needs exactly one of a directory path or url=")
         if path is not None:
+            if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+                raise InvalidInputError(f"store path must be a non-empty string or path, got {path!r}")
             root = Path(path).expanduser()
             if root.exists() and not root.is_dir():
                 raise InvalidInputError(f"store path {str(root)!r} exists and is not a directory")
-            root.mkdir(parents=True, exist_ok=True)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the store directory {str(root)!r}: {exc}") from exc
+            if not os.access(root, os.W_OK | os.X_OK):
+                raise StorageError(f"the store directory {str(root)!r} is not writable by this process")
             self.path: Path | None = root.resolve()
             self.url = f"sqlite:///{self.path / DB_FILE}"
             self.index_root: Path | None = self.path / "indexes"
@@ -91,11 +100,12 @@ class Store:
         self.engine: Engine = make_engine(self.url)
         #: a random id made when the database was created; derived files carry it
         self.store_id = init_schema(self.engine)
+        self._life = Lifecycle(f"the store {self.path or self.url}")
         self._collections: dict[str, tuple[Collection, IndexState]] = {}
         #: the loaded models, shared by the store's collections
         self.models = ModelCache(device)
         self._lock = threading.RLock()
-        self._closed = False
+        close_at_exit(self)
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> Store:
@@ -106,26 +116,34 @@ class Store:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
-        """Save derived index files and release the database."""
-        if self._closed:
+    def close(self, *, wait: bool = False) -> None:
+        """Stop background work, save the derived index files that are ready, release the database.
+
+        Closing is bounded: vectors the background indexer has not reached are indexed for a few
+        seconds at most, and if some remain their collection's files are left at their last
+        consistent save — the next open replays the rest from the change log (SQLite already holds
+        every acknowledged record). ``wait=True`` indexes everything and saves it first. Afterwards
+        every operation on the store and its collections raises :class:`StoreClosedError`.
+        """
+        if self._life.closed:
             return
         with self._lock:
+            self._life.closed = True
             for col, state in self._collections.values():
                 try:
-                    state.close()
-                except (
-                    OSError,
-                    VectorStoreError,
-                ) as exc:  # derived files only: SQLite already holds everything
+                    state.close(timeout=None if wait else CLOSE_TIMEOUT_S)
+                except (OSError, VectorStoreError) as exc:  # derived files only: SQLite holds everything
                     logger.warning("could not save the index of %r: %s", col.name, exc)
             self._collections.clear()
             self.engine.dispose()
-            self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._life.closed
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidInputError("this Store is closed")
+        self._life.check()
 
     def __repr__(self) -> str:
         return f"Store({str(self.path) if self.path else self.url!r})"
@@ -139,7 +157,7 @@ class Store:
         state = IndexState(
             self.engine, collection_id, config.index, self._index_dir(collection_id, name), identity=identity
         )
-        col = Collection(name, collection_id, config, state, self.engine, self.models)
+        col = Collection(name, collection_id, config, state, self.engine, self.models, self._life)
         self._collections[name] = (col, state)
         return col
 

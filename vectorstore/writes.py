@@ -12,6 +12,7 @@ import queue
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -21,17 +22,33 @@ from tqdm.auto import tqdm
 from vectorstore.db.engine import read_tx, write_tx
 from vectorstore.db.repository import Repository
 from vectorstore.errors import DuplicateIDError, InvalidIDError
+from vectorstore.results import WriteCounts
 from vectorstore.validation import check_embeddings
 
 if TYPE_CHECKING:
     from vectorstore.models.sentence_transformer import SentenceTransformer
 
-__all__ = ["Chunks", "RecordWriter", "WriteMode"]
+__all__ = ["Chunks", "Committed", "RecordWriter", "WriteMode"]
 
 WriteMode = Literal["add", "upsert"]
 # (positions into the batch, their vectors), in any order of positions
 Chunks = Iterator[tuple[np.ndarray, np.ndarray]]
-Committed = tuple[np.ndarray, np.ndarray, int]  # (keys, vectors, the seq of the last change)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What one write transaction committed."""
+
+    keys: np.ndarray
+    vectors: np.ndarray
+    seq: int  # the change-log sequence of its last change
+    counts: WriteCounts
+
+    @property
+    def known(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """For :meth:`IndexState.catch_up`: vectors it need not read back from SQLite."""
+        return self.keys, self.vectors, self.seq
+
 
 _ENCODE_CHUNK = 1024  # documents per encode step when ingest overlaps encoding with writing
 _PROGRESS_MIN_DOCS = 2000
@@ -69,8 +86,10 @@ class RecordWriter:
         with tqdm(total=n, desc=f"Embedding {self._name}", unit="doc", disable=not show) as bar:
             for start in range(0, n, _ENCODE_CHUNK):
                 idx = order[start : start + _ENCODE_CHUNK]
+                # one bar for the whole write (this one), none per chunk from the encoder
+                texts = [documents[i] or "" for i in idx]
                 vecs = np.asarray(
-                    model.encode_document([documents[i] or "" for i in idx], batch_size=32), dtype=np.float32
+                    model.encode_document(texts, batch_size=32, show_progress_bar=False), dtype=np.float32
                 )
                 bar.update(len(idx))
                 yield idx, vecs
@@ -113,10 +132,22 @@ class RecordWriter:
             for i in np.nonzero(~is_new)[0].tolist():
                 keys[i] = existing[id_list[i]]
             all_vecs = np.empty((n, self._dim), dtype=np.float32)
+            unchanged = 0
             for span, vecs in chunks:
                 all_vecs[span] = check_embeddings(vecs, len(span), self._dim)
                 part_new = np.sort(span[is_new[span]]).tolist()
                 part_old = np.sort(span[~is_new[span]]).tolist()
+                if part_old:
+                    # an upsert that changes nothing about a record writes nothing (no change-log row)
+                    same = Repository.unchanged(
+                        conn,
+                        [int(keys[i]) for i in part_old],
+                        [docs[i] for i in part_old] if docs is not None else None,
+                        [metas[i] for i in part_old] if metas is not None else [None] * len(part_old),
+                        all_vecs[part_old],
+                    )
+                    unchanged += len(same)
+                    part_old = [i for j, i in enumerate(part_old) if j not in same]
                 if part_new:
                     Repository.insert_records(
                         conn,
@@ -138,7 +169,8 @@ class RecordWriter:
                     )
             # we hold the write lock: the newest change is ours
             our_seq = Repository.max_seq(conn, cid)
-        return keys, all_vecs, our_seq
+        added = int(is_new.sum())
+        return Committed(keys, all_vecs, our_seq, WriteCounts(added, n - added - unchanged, unchanged))
 
     def commit_while_encoding(
         self,

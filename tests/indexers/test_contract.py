@@ -365,43 +365,84 @@ def test_compaction_after_mass_removal(kind, options, rng, tmp_path, monkeypatch
     assert set(loaded.keys().tolist()) == set(live.tolist())
 
 
-def test_unchanged_files_skip_the_checksum_pass(rng, tmp_path, monkeypatch):
-    """A file whose stat is still the one recorded at save time is not re-read; an edited one is."""
-    from indexers import persistence
-
-    index = indexers.make_index("exact", DIM)
-    index.add(np.arange(50), clustered(rng, 50, DIM))
-    index.save(tmp_path)
-    manifest_path = tmp_path / "manifest.json"
+def _age_saved_files(directory, persistence):
+    """Make a save look older than its manifest (saves of tiny files often share one clock tick)."""
+    manifest_path = directory / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    # make the save look older than the manifest (saves of tiny files often share one clock tick)
     for info in manifest["files"].values():
-        f = tmp_path / info["name"]
+        f = directory / info["name"]
         old = f.stat().st_mtime_ns - 10**9
         os.utime(f, ns=(old, old))
         info["stat"] = persistence._stat_signature(f.stat())
     manifest_path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def test_unchanged_vector_files_are_verified_block_by_block_on_first_use(rng, tmp_path, monkeypatch):
+    """The large vectors file of an unchanged save is not re-read whole on load, but every block is
+    checked before it is used, so bit rot that keeps size, mtime and inode is still caught."""
+    from indexers import persistence
+
+    x = clustered(rng, 500, DIM)
+    index = indexers.make_index("exact", DIM)
+    index.add(np.arange(500), x)
+    index.save(tmp_path)
+    manifest = _age_saved_files(tmp_path, persistence)
     calls = []
     real_crc = persistence._crc32
-    monkeypatch.setattr(persistence, "_crc32", lambda p: calls.append(p) or real_crc(p))
-    assert len(indexers.load_index(tmp_path)) == 50 and calls == []
+    monkeypatch.setattr(persistence, "_crc32", lambda p: calls.append(p.name) or real_crc(p))
+    loaded = indexers.load_index(tmp_path)
+    vectors_name = manifest["files"]["vectors"]["name"]
+    assert len(loaded) == 500 and vectors_name not in calls and calls  # keys and block sums are checked
+    np.testing.assert_array_equal(loaded.search(x[:3], 3)[0], index.search(x[:3], 3)[0])
 
-    native = tmp_path / manifest["files"]["vectors"]["name"]
+    native = tmp_path / vectors_name
     st = native.stat()
     data = bytearray(native.read_bytes())
     data[-3] ^= 0xFF
-    native.write_bytes(bytes(data))  # an in-place edit moves the mtime: checksummed, caught
+    native.write_bytes(bytes(data))  # an in-place edit moves the mtime: checksummed on load, caught
     with pytest.raises(IndexCorruptedError, match="checksum"):
         indexers.load_index(tmp_path)
-    assert calls
-    # Only an edit that also puts the old mtime back goes unnoticed by the stat check (the documented
-    # limit); verify="full" recomputes every checksum regardless.
+    # an edit that also puts the old mtime back passes the load, and is caught on first use
     os.utime(native, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert len(indexers.load_index(tmp_path)) == 50
+    loaded = indexers.load_index(tmp_path)
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        loaded.search(x[:3], 3)
+    loaded = indexers.load_index(tmp_path)
+    loaded._vectors_for(np.array([0, 1]))  # rows far from the edit: their blocks are intact
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        loaded._vectors_for(np.array([499]))
     with pytest.raises(IndexCorruptedError, match="checksum"):
         indexers.load_index(tmp_path, verify="full")
     with pytest.raises(InvalidInputError, match="verify"):
         indexers.load_index(tmp_path, verify="sometimes")
+
+
+def test_lazy_loading_defers_large_native_files_to_verify_pending(rng, tmp_path, monkeypatch):
+    from indexers import persistence
+
+    monkeypatch.setattr(persistence, "_SMALL_FILE", 10_000)  # labels below, the graph above
+    x = clustered(rng, 300, DIM)
+    index = indexers.make_index("faiss-hnsw", DIM)
+    index.add(np.arange(300), x)
+    index.save(tmp_path)
+    manifest = _age_saved_files(tmp_path, persistence)
+    native = tmp_path / manifest["files"]["index"]["name"]
+    assert indexers.load_index(tmp_path).pending_verification == {}  # True: checked on load
+    lazy = indexers.load_index(tmp_path, verify="lazy")
+    assert set(lazy.pending_verification) == {"index"}
+    lazy.verify_pending()
+    assert lazy.pending_verification == {}
+    st = native.stat()
+    data = bytearray(native.read_bytes())
+    data[-10] ^= 0xFF
+    native.write_bytes(bytes(data))
+    os.utime(native, ns=(st.st_atime_ns, st.st_mtime_ns))
+    lazy = indexers.load_index(tmp_path, verify="lazy")
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        lazy.verify_pending()
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        indexers.load_index(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -114,19 +114,22 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             col = store.create_collection(
                 args.collection, model=args.model or DEFAULT_MODEL, index=args.index or DEFAULT_INDEX
             )
-        new = 0
+        new = updated = unchanged = 0
         with tqdm(
             total=len(rows), desc=f"Ingesting into {col.name}", unit="doc", disable=args.quiet or None
         ) as bar:
             for start in range(0, len(rows), args.batch_size):
                 batch = rows[start : start + args.batch_size]
-                ids = [r.id for r in batch]
-                new += len(ids) - len(col.get(ids=ids, include=[]).ids)
-                col.upsert(
-                    ids=ids,
+                counts = col.upsert(
+                    ids=[r.id for r in batch],
                     documents=[r.text for r in batch],
                     metadatas=[r.metadata or None for r in batch],
                     show_progress_bar=False,
+                )
+                new, updated, unchanged = (
+                    new + counts.added,
+                    updated + counts.updated,
+                    unchanged + counts.unchanged,
                 )
                 bar.update(len(batch))
         total = col.count()
@@ -134,7 +137,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     rate = len(rows) / elapsed if elapsed > 0 else 0.0
     print(
         f"ingested {len(rows)} document(s) into {args.store}/{args.collection}: {new} new, "
-        f"{len(rows) - new} updated, {len(problems)} malformed skipped; {elapsed:.1f}s ({rate:.0f} docs/s); "
+        f"{updated} updated, {unchanged} unchanged, {len(problems)} malformed skipped; "
+        f"{elapsed:.1f}s ({rate:.0f} docs/s); "
         f"the collection holds {total}"
     )
     return 0
@@ -165,7 +169,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         out = [
             {
-                "rank": h.rank + 1,
+                "rank": h.rank,  # 0-based, as Hit.rank
                 "id": h.id,
                 "score": h.score,
                 "rerank_score": h.rerank_score,

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from vectorstore.errors import DatabaseCorruptedError, DiskFullError, StorageError
+from vectorstore.errors import DatabaseCorruptedError, DiskFullError, InvalidInputError, StorageError
 
 __all__ = ["configure_sqlite", "database_error", "make_engine", "read_tx", "write_tx"]
 
@@ -35,11 +35,16 @@ def configure_sqlite(dbapi_conn: Any) -> None:
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite connections get WAL, a busy timeout, FULL sync and foreign keys."""
-    is_sqlite = url.startswith("sqlite")
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    is_sqlite = isinstance(url, str) and url.startswith("sqlite")
     kwargs: dict[str, Any] = {}
     if is_sqlite:
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"not a usable database URL {url!r}: {exc}") from exc
     if is_sqlite:
 
         @event.listens_for(engine, "connect")

@@ -240,6 +240,36 @@ class Repository:
         Repository._log(conn, collection_id, keys.tolist(), "u")
 
     @staticmethod
+    def unchanged(
+        conn: Connection,
+        keys: Sequence[int],
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[dict[str, Any] | None],
+        vectors: np.ndarray,
+    ) -> set[int]:
+        """Positions ``i`` whose stored record already has ``documents[i]`` (when given),
+        ``metadatas[i]`` and the bytes of ``vectors[i]``: overwriting them would change nothing."""
+        stored: dict[int, tuple[Any, Any, bytes]] = {}
+        for part in _chunks(list(keys)):
+            stmt = (
+                select(records.c.key, records.c.document, records.c.metadata, vectors_table.c.vector)
+                .join_from(records, vectors_table, vectors_table.c.key == records.c.key)
+                .where(records.c.key.in_(part))
+            )
+            stored.update((int(r[0]), (r[1], r[2], r[3])) for r in conn.execute(stmt))
+        same: set[int] = set()
+        for i, key in enumerate(keys):
+            row = stored.get(int(key))
+            if row is None or row[2] != vectors[i].tobytes():
+                continue
+            if documents is not None and row[0] != documents[i]:
+                continue
+            old_meta = _read_json(row[1]) if row[1] is not None else None
+            if json.dumps(old_meta, sort_keys=True) == json.dumps(metadatas[i], sort_keys=True):
+                same.add(i)
+        return same
+
+    @staticmethod
     def update_records(
         conn: Connection,
         collection_id: int,

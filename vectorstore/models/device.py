@@ -37,9 +37,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device(default_device())
     try:
-        return torch.device(device)
+        target = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise InvalidInputError(f"unknown device {device!r}: {exc}") from exc
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(
+            f"device {device!r} asked for, but this torch build sees no CUDA device "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None})"
+        )
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise InvalidInputError(
+            f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if target.type == "mps" and (mps is None or not mps.is_available()):
+        raise InvalidInputError(f"device {device!r} asked for, but Apple MPS is not available here")
+    return target
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectorstore.errors import ModelLoadError
+from vectorstore.errors import InvalidInputError, ModelLoadError
 
 __all__ = ["ResolvedModel", "bundled_model_path", "resolve_model_path"]
 
@@ -77,6 +77,10 @@ def resolve_model_path(
 ) -> ResolvedModel:
     """Turn a model name or path into a local folder.
 
+    Raises:
+        InvalidInputError: ``name_or_path`` is not a string or a path.
+        ModelLoadError: the model was found nowhere.
+
     Order: an existing local folder; a model bundled by an installed package (``all-MiniLM-L6-v2`` or
     ``sentence-transformers/all-MiniLM-L6-v2``); the Hugging Face hub through ``huggingface_hub``
     (which honours ``HF_HUB_OFFLINE``; cached snapshots are used when offline).
@@ -84,6 +88,14 @@ def resolve_model_path(
     Raises:
         ModelLoadError: naming every place that was looked at.
     """
+    if (
+        isinstance(name_or_path, bool)
+        or not isinstance(name_or_path, (str, os.PathLike))
+        or not os.fspath(name_or_path)
+    ):
+        raise InvalidInputError(
+            f"a model name or folder must be a non-empty string or path, got {name_or_path!r:.80}"
+        )
     name = os.fspath(name_or_path)
     if not name or not name.strip():
         raise ModelLoadError("model name is empty")

@@ -7,10 +7,11 @@ and Normalize, configured from ``modules.json``, ``sentence_bert_config.json``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,14 @@ class SentenceTransformer(nn.Module):
 
         self._load_modules(resolved.path, weights_dtype)
         st_config = self._read_st_config(resolved.path)
-        self.prompts: dict[str, str] = {**st_config.get("prompts", {}), **(prompts or {})}
+        # as sentence-transformers: "query" and "document" always exist (empty unless configured), then
+        # the folder's saved prompts, then the caller's
+        self.prompts: dict[str, str] = {
+            "query": "",
+            "document": "",
+            **{k: v for k, v in (st_config.get("prompts") or {}).items() if v is not None},
+            **(prompts or {}),
+        }
         self.default_prompt_name: str | None = default_prompt_name or st_config.get("default_prompt_name")
         if self.default_prompt_name is not None and self.default_prompt_name not in self.prompts:
             raise InvalidInputError(
@@ -211,6 +219,22 @@ class SentenceTransformer(nn.Module):
         """The Dense modules after pooling, in order."""
         return [m for m in self.dense if isinstance(m, DenseLayer)]
 
+    def get_max_seq_length(self) -> int | None:
+        """The longest input in tokens; longer inputs are truncated (sentence-transformers' name)."""
+        return self.max_seq_length
+
+    @contextlib.contextmanager
+    def truncate_sentence_embeddings(self, truncate_dim: int | None) -> Iterator[None]:
+        """Within the block, ``encode`` keeps the first ``truncate_dim`` dimensions (Matryoshka models)."""
+        if truncate_dim is not None and (not isinstance(truncate_dim, int) or truncate_dim <= 0):
+            raise InvalidInputError(f"truncate_dim must be a positive int or None, got {truncate_dim!r}")
+        old = self.truncate_dim
+        self.truncate_dim = truncate_dim
+        try:
+            yield
+        finally:
+            self.truncate_dim = old
+
     def get_sentence_embedding_dimension(self) -> int:
         """Width of the vectors ``encode`` returns (after ``truncate_dim``)."""
         assert self.pooling is not None
@@ -280,7 +304,8 @@ class SentenceTransformer(nn.Module):
         precision: str = "float32",
         truncate_dim: int | None = None,
         device: str | torch.device | None = None,
-    ) -> np.ndarray | Tensor | list[Tensor]:
+        output_value: str | None = "sentence_embedding",
+    ) -> Any:
         """Embed one sentence or a list of sentences.
 
         Args:
@@ -295,6 +320,10 @@ class SentenceTransformer(nn.Module):
             precision: ``"float32"``, ``"int8"``, ``"uint8"``, ``"binary"`` or ``"ubinary"``.
             truncate_dim: keep the first dimensions only (defaults to the model's ``truncate_dim``).
             device: run this call on another device than the model's.
+            output_value: ``"sentence_embedding"`` (default); ``"token_embeddings"`` gives each input's
+                contextual token vectors (a ``[tokens, hidden]`` tensor per input, padding removed);
+                ``None`` gives one dict per input with ``input_ids``, ``attention_mask``,
+                ``token_embeddings`` and ``sentence_embedding`` — as sentence-transformers does.
 
         Returns:
             Embeddings in input order.
@@ -313,6 +342,10 @@ class SentenceTransformer(nn.Module):
         if device is not None and resolve_device(device) != self.device:
             self.to(resolve_device(device))
 
+        if output_value not in ("sentence_embedding", "token_embeddings", None):
+            raise InvalidInputError(
+                f"output_value must be 'sentence_embedding', 'token_embeddings' or None, got {output_value!r}"
+            )
         chosen_prompt = self._resolve_prompt(prompt_name, prompt)
         prompt_length = None
         if chosen_prompt:
@@ -320,6 +353,14 @@ class SentenceTransformer(nn.Module):
             assert self.pooling is not None
             if not self.pooling.include_prompt:
                 prompt_length = self._prompt_length(chosen_prompt)
+        if output_value != "sentence_embedding":
+            outputs = self._token_outputs(
+                texts, batch_size, prompt_length, normalize_embeddings, truncate_dim
+            )
+            if output_value == "token_embeddings":
+                tokens = [o["token_embeddings"] for o in outputs]
+                return tokens[0] if single else tokens
+            return outputs[0] if single else outputs
 
         if not texts:
             width = self.get_sentence_embedding_dimension()
@@ -363,6 +404,37 @@ class SentenceTransformer(nn.Module):
         rows = list(result.unbind(0))
         return rows[0] if single else rows
 
+    @torch.inference_mode()
+    def _token_outputs(
+        self,
+        texts: list[str],
+        batch_size: int,
+        prompt_length: int | None,
+        normalize_embeddings: bool,
+        truncate_dim: int | None,
+    ) -> list[dict[str, Tensor]]:
+        """Per input: its token ids and mask, contextual token vectors and sentence embedding (no padding)."""
+        assert self.pooling is not None
+        out: list[dict[str, Tensor]] = []
+        for start in range(0, len(texts), batch_size):
+            features = {
+                k: v.to(self.device) for k, v in self.tokenize(texts[start : start + batch_size]).items()
+            }
+            hidden = self.auto_model(**features, return_dict=True).last_hidden_state
+            emb = pool(hidden, features["attention_mask"], self.pooling, prompt_length=prompt_length)
+            for layer in self.dense:
+                emb = layer(emb)
+            if self.normalize or normalize_embeddings:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            emb = emb[:, :truncate_dim] if truncate_dim is not None else emb
+            lengths = features["attention_mask"].sum(dim=1).tolist()
+            for i, n in enumerate(lengths):
+                item = {k: v[i, :n].cpu() for k, v in features.items()}
+                item["token_embeddings"] = hidden[i, :n].float().cpu()
+                item["sentence_embedding"] = emb[i].float().cpu()
+                out.append(item)
+        return out
+
     def encode_query(
         self, sentences: str | Sequence[str], **kwargs: Any
     ) -> np.ndarray | Tensor | list[Tensor]:
@@ -374,12 +446,10 @@ class SentenceTransformer(nn.Module):
     def encode_document(
         self, sentences: str | Sequence[str], **kwargs: Any
     ) -> np.ndarray | Tensor | list[Tensor]:
-        """``encode`` with the ``"document"`` (or ``"passage"``) prompt when the model defines one."""
+        """``encode`` with the ``"document"`` prompt (or a configured ``"passage"`` / ``"corpus"`` one)."""
         if "prompt" not in kwargs and "prompt_name" not in kwargs:
-            for name in ("document", "passage", "corpus"):
-                if name in self.prompts:
-                    kwargs["prompt_name"] = name
-                    break
+            named = [n for n in ("document", "passage", "corpus") if self.prompts.get(n)]
+            kwargs["prompt_name"] = named[0] if named else "document"
         return self.encode(sentences, **kwargs)
 
     # ------------------------------------------------------------------ similarity
