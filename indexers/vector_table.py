@@ -60,7 +60,9 @@ class VectorTable:
         """Verify the storage lazily: each :data:`BLOCK_ROWS`-row block against ``crcs`` on first use."""
         if len(crcs) != (self._n + BLOCK_ROWS - 1) // BLOCK_ROWS:
             raise IndexCorruptedError(f"{len(crcs)} block checksums for a table of {self._n} rows")
-        self._blocks = (np.asarray(crcs, dtype=np.uint32), np.zeros(len(crcs), dtype=bool)) if len(crcs) else None
+        self._blocks = (
+            (np.asarray(crcs, dtype=np.uint32), np.zeros(len(crcs), dtype=bool)) if len(crcs) else None
+        )
 
     def _verify_rows(self, rows: np.ndarray) -> None:
         blocks = self._blocks
