@@ -143,7 +143,10 @@ def test_ingest_every_file_type_idempotent_with_malformed_lines(tmp_path):
     assert f"{sources[0]}:3: invalid JSON" in proc.stderr
     assert f"{sources[0]}:4: no 'text' field" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "ingested 8 document(s)" in proc.stdout and "8 new, 0 updated, 0 unchanged, 2 malformed skipped" in proc.stdout
+    assert (
+        "ingested 8 document(s)" in proc.stdout
+        and "8 new, 0 updated, 0 unchanged, 2 malformed skipped" in proc.stdout
+    )
     with vs.Store(store) as s:
         col = s.get_collection("mixed")
         got = col.get()

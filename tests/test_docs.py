@@ -47,9 +47,7 @@ def test_readme_has_runnable_examples():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("page", "lang", "code"), RUN, ids=[f"{p}-{i}" for i, (p, _, _) in enumerate(RUN)]
-)
+@pytest.mark.parametrize(("page", "lang", "code"), RUN, ids=[f"{p}-{i}" for i, (p, _, _) in enumerate(RUN)])
 def test_block_runs(page, lang, code, tmp_path, capsys):
     if lang == "python":
         cwd = os.getcwd()

@@ -39,7 +39,15 @@ def test_token_embeddings_and_all_outputs_match_the_reference(model, ref_model):
         model.encode(SENTENCES, output_value="logits")
 
 
-def test_prompts_are_read_as_the_reference_reads_them(model, ref_model):
+def test_prompts_are_read_as_the_reference_reads_them():
+    # fresh models: the session-wide ones may have had prompts changed by other tests
+    import sentence_transformers
+
+    from tests.helpers import bundled_model_dir
+    from vectorstore import SentenceTransformer
+
+    model = SentenceTransformer("all-MiniLM-L6-v2", device="cpu")
+    ref_model = sentence_transformers.SentenceTransformer(str(bundled_model_dir()), device="cpu")
     assert model.prompts == ref_model.prompts == {"query": "", "document": ""}
     for name in ("query", "document"):
         ours = model.encode(["x y z"], prompt_name=name)

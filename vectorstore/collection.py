@@ -45,6 +45,8 @@ _ON_DUPLICATE = ("allow", "skip", "error")
 
 
 def _check_include(include: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(include, str) or not isinstance(include, (list, tuple, set, frozenset)):
+        raise InvalidInputError(f"include must be a list of {list(_INCLUDE)}, got {include!r:.80}")
     inc = tuple(include)
     bad = [x for x in inc if x not in _INCLUDE]
     if bad:
@@ -174,7 +176,8 @@ class Collection:
             raise InvalidInputError(
                 f"on_duplicate must be one of {list(_ON_DUPLICATE)}, got {on_duplicate!r}"
             )
-        threshold = check_threshold(duplicate_threshold, self.metric)
+        # the threshold only matters (and is only checked) when duplicates are looked for
+        threshold = check_threshold(duplicate_threshold, self.metric) if on_duplicate != "allow" else 0.0
         return self._write(
             ids, documents, metadatas, embeddings, "add", show_progress_bar, on_duplicate, threshold
         )
@@ -188,10 +191,12 @@ class Collection:
         *,
         show_progress_bar: bool | None = None,
     ) -> WriteCounts:
-        """Insert new ids and overwrite existing ones (document, metadata and vector); all-or-nothing.
+        """Insert new ids and overwrite existing ones; all-or-nothing.
 
-        A record given exactly as it is stored (same document, metadata and vector) is left alone: an
-        idempotent re-run writes nothing.
+        For an existing record, the fields given (documents, metadatas, embeddings — or the vector the
+        new document embeds to) replace the stored ones and the fields not given stay as they are, as
+        in Chroma. A record given exactly as it is stored is left alone: an idempotent re-run writes
+        nothing.
 
         Returns:
             How many records were added, updated and unchanged.

@@ -143,7 +143,7 @@ class RecordWriter:
                         conn,
                         [int(keys[i]) for i in part_old],
                         [docs[i] for i in part_old] if docs is not None else None,
-                        [metas[i] for i in part_old] if metas is not None else [None] * len(part_old),
+                        [metas[i] for i in part_old] if metas is not None else None,
                         all_vecs[part_old],
                     )
                     unchanged += len(same)
@@ -163,8 +163,9 @@ class RecordWriter:
                         conn,
                         cid,
                         [int(keys[i]) for i in part_old],
+                        # fields not given stay as they are: documents, metadatas alike
                         [docs[i] for i in part_old] if docs is not None else None,
-                        [metas[i] for i in part_old] if metas is not None else [None] * len(part_old),
+                        [metas[i] for i in part_old] if metas is not None else None,
                         all_vecs[part_old],
                     )
             # we hold the write lock: the newest change is ours

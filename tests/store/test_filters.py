@@ -179,3 +179,43 @@ def test_broad_filter_uses_ann_path_and_stays_exact(tmp_path, rng):
         for qi, row in enumerate(hits):
             s = exact_scores("cosine", q[qi : qi + 1], vecs[allowed])[0]
             assert [h.id for h in row] == [str(i) for i in allowed[np.argsort(-s, kind="stable")[:10]]]
+
+
+@pytest.mark.slow
+def test_broad_filters_through_the_index_filtered_search_equal_brute_force(tmp_path, monkeypatch):
+    """A filter too broad for the exact paths of both the store and the index reaches the backend's own
+    filtered search; the answers are the brute-force best of the matching records, with exact scores."""
+    import vectorstore as vs
+    from indexers.faiss.hnsw import FaissHNSWIndex
+    from vectorstore import pipeline
+
+    monkeypatch.setattr(pipeline, "EXACT_FILTER_MAX", 100)
+    monkeypatch.setattr(pipeline, "EXACT_FILTER_FRACTION", 0.0)
+    calls = []
+    real = FaissHNSWIndex._search_filtered
+    monkeypatch.setattr(
+        FaissHNSWIndex, "_search_filtered", lambda self, *a: calls.append(1) or real(self, *a)
+    )
+    n = 10_000
+    x = random_vectors(np.random.default_rng(8), n)
+    with vs.Store(tmp_path / "s") as store:
+        col = store.create_collection("c", model=None, embedding_dim=8, index="faiss-hnsw")
+        col.add(
+            ids=[str(i) for i in range(n)], embeddings=x, metadatas=[{"even": i % 2 == 0} for i in range(n)]
+        )
+        col.wait_until_indexed()
+        q = random_vectors(np.random.default_rng(9), 10)
+        hits = col.query(query_embeddings=q, k=10, where={"even": True})
+        assert calls
+        rows = np.arange(0, n, 2)
+        truth = exact_scores("cosine", q, x[rows])
+        recall = []
+        for qi, row in enumerate(hits):
+            want = {str(rows[j]) for j in np.argsort(-truth[qi])[:10]}
+            assert all(int(h.id) % 2 == 0 for h in row) and len(row) == 10
+            recall.append(len(want & {h.id for h in row}) / 10)
+            for h in row:
+                np.testing.assert_allclose(
+                    h.score, exact_scores("cosine", q[qi : qi + 1], x[int(h.id)][None])[0, 0], atol=1e-5
+                )
+        assert np.mean(recall) >= 0.95

@@ -66,6 +66,15 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
                 self.model[i] = (v, doc, m)
 
         @rule(data=st.data(), ids=ids_st)
+        def upsert_vectors_only(self, data, ids):
+            """Fields not given stay as they are for existing records (new ones get none)."""
+            vecs = np.array(data.draw(vec_st(len(ids))), dtype=np.float32)
+            self.col.upsert(ids=ids, embeddings=vecs)
+            for i, v in zip(ids, vecs):
+                old = self.model.get(i)
+                self.model[i] = (v, old[1] if old else None, old[2] if old else None)
+
+        @rule(data=st.data(), ids=ids_st)
         def update_meta(self, data, ids):
             metas = [data.draw(meta_st) for _ in ids]
             if not all(i in self.model for i in ids):

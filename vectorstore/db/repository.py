@@ -244,11 +244,11 @@ class Repository:
         conn: Connection,
         keys: Sequence[int],
         documents: Sequence[str | None] | None,
-        metadatas: Sequence[dict[str, Any] | None],
+        metadatas: Sequence[dict[str, Any] | None] | None,
         vectors: np.ndarray,
     ) -> set[int]:
-        """Positions ``i`` whose stored record already has ``documents[i]`` (when given),
-        ``metadatas[i]`` and the bytes of ``vectors[i]``: overwriting them would change nothing."""
+        """Positions ``i`` whose stored record already has ``documents[i]`` and ``metadatas[i]`` (each
+        when given) and the bytes of ``vectors[i]``: overwriting them would change nothing."""
         stored: dict[int, tuple[Any, Any, bytes]] = {}
         for part in _chunks(list(keys)):
             stmt = (
@@ -263,6 +263,9 @@ class Repository:
             if row is None or row[2] != vectors[i].tobytes():
                 continue
             if documents is not None and row[0] != documents[i]:
+                continue
+            if metadatas is None:
+                same.add(i)
                 continue
             old_meta = _read_json(row[1]) if row[1] is not None else None
             if json.dumps(old_meta, sort_keys=True) == json.dumps(metadatas[i], sort_keys=True):
