@@ -171,7 +171,7 @@ class Collection:
             DuplicateDocumentError: ``on_duplicate="error"`` and a near-duplicate was found.
             InvalidIDError, InvalidMetadataError, InvalidVectorError, DimensionMismatchError: bad input.
         """
-        self._life.check()
+        self._life.check_writable()
         if on_duplicate not in _ON_DUPLICATE:
             raise InvalidInputError(
                 f"on_duplicate must be one of {list(_ON_DUPLICATE)}, got {on_duplicate!r}"
@@ -201,7 +201,7 @@ class Collection:
         Returns:
             How many records were added, updated and unchanged.
         """
-        self._life.check()
+        self._life.check_writable()
         return self._write(
             ids, documents, metadatas, embeddings, "upsert", show_progress_bar, "allow", 0.95
         ).counts
@@ -289,7 +289,7 @@ class Collection:
         Raises:
             InvalidIDError: listing ids that are not stored (nothing is written).
         """
-        self._life.check()
+        self._life.check_writable()
         id_list = check_ids(ids)
         n = len(id_list)
         docs = check_documents(documents, n)
@@ -318,7 +318,7 @@ class Collection:
         where_document: Mapping[str, Any] | None = None,
     ) -> int:
         """Delete records by id and/or filter (both given: records matching both). Returns how many were deleted."""
-        self._life.check()
+        self._life.check_writable()
         id_list = check_ids(ids, unique=False) if ids is not None else None
         cond = compile_filter(self.id, where, where_document)
         if id_list is None and cond is None:
@@ -596,7 +596,7 @@ class Collection:
     # ------------------------------------------------------------------ maintenance
     def persist(self) -> None:
         """Save the derived index files now (they are also saved on close and every so many changes)."""
-        self._life.check()
+        self._life.check_writable()
         self._state.catch_up()
         self._state.persist()
 

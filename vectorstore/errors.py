@@ -25,6 +25,7 @@
         ├── DiskFullError                          no space (or quota) left where a file was written
         ├── DatabaseCorruptedError                 the database is not a database, malformed, or fails a checksum
         ├── DatabaseMissingError                   the database is gone or empty while index files remain
+        ├── ReadOnlyStoreError                     a write to a store opened read-only
         └── IndexSaveError                         a derived index file could not be saved (the data is safe)
 
 The root, the vector/id input errors and the index errors are defined in :mod:`indexers.errors` (the
@@ -72,6 +73,7 @@ __all__ = [
     "InvalidMetadataError",
     "InvalidVectorError",
     "ModelLoadError",
+    "ReadOnlyStoreError",
     "StorageError",
     "StoreClosedError",
     "UnsupportedMetricError",
@@ -140,6 +142,10 @@ class DatabaseCorruptedError(StorageError):
 
 class DatabaseMissingError(StorageError):
     """The database file is missing or empty although index files of collections exist beside it."""
+
+
+class ReadOnlyStoreError(StorageError):
+    """The store was opened read-only (``Store(path, read_only=True)`` or files it cannot write)."""
 
 
 class IndexSaveError(StorageError):

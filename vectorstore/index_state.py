@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 _PERSIST_MIN_CHANGES = 20_000
 _PERSIST_FRACTION = 0.25
 _SAVE_RETRY_S = 60.0
+_VERIFY_DELAY_S = 0.5  # after opening, before the background checksum pass starts
 CLOSE_TIMEOUT_S = 5.0  # how long close() keeps indexing pending vectors before it leaves them to the log
 # New vectors up to this many are indexed inside the write; more go to a background indexer, and
 # queries scan the not-yet-indexed ones exactly so no acknowledged record is ever missed.
@@ -62,13 +63,15 @@ class IndexState:
         *,
         reader: Reader | None = None,
         identity: Mapping[str, Any] | None = None,
+        read_only: bool = False,
     ) -> None:
         self.engine = engine
+        self.read_only = read_only  # never write derived files: what they lack is built in memory
         # where the derived files come from: they are refused when another database or an earlier
         # collection of the same name wrote them
         self.identity: dict[str, Any] = dict(identity or {})
         # the query path's reads (hydration, filters, the change probe)
-        self.reader = reader if reader is not None else Reader(engine)
+        self.reader = reader if reader is not None else Reader(engine, read_only=read_only)
         self.collection_id = collection_id
         self.spec = spec
         self.directory = directory
@@ -87,7 +90,7 @@ class IndexState:
         # cache, which verifies its blocks as they are read).
         self._verifier: threading.Thread | None = None
         self._unverified = False
-        self._stopping = False  # set by close(): background threads finish their step and stop
+        self._stop = threading.Event()  # set by close(): background threads finish their step and stop
         self._open()
 
     # ------------------------------------------------------------------ open / rebuild
@@ -150,18 +153,25 @@ class IndexState:
 
     def _verify_in_background(self, parts: list[BaseIndex]) -> None:
         try:
+            # Let the first queries after opening run alone; they are exact meanwhile (rescored from
+            # the block-verified vector cache).
+            if self._stop.wait(_VERIFY_DELAY_S):
+                return
             for part in parts:
-                if self._stopping:
-                    return
+                if self._stop.is_set():
+                    return  # stopped early: still unverified (close() saves nothing over them)
                 part.verify_pending()
+            with self.lock:
+                if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
+                    self._unverified = False
         except IndexCorruptedError as exc:
             with self.lock:
                 if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
+                    self.recover(exc)  # clears the flag: the rebuilt index is sound
+        except Exception as exc:  # e.g. a file gone meanwhile: not verifiable, so not trusted
+            with self.lock:
+                if self.index is parts[0] or self.vectors in parts:
                     self.recover(exc)
-        except Exception:  # a cache: never let the check itself take the process down
-            logger.exception("collection %d: verifying the index files failed", self.collection_id)
-        finally:
-            self._unverified = False
 
     def wait_verified(self, timeout: float | None = None) -> None:
         """Wait for the background check of the loaded files (and any rebuild it caused)."""
@@ -271,9 +281,9 @@ class IndexState:
 
     def _drain_in_background(self) -> None:
         try:
-            while not self._stopping and self._index_some(_INDEX_CHUNK):
+            while not self._stop.is_set() and self._index_some(_INDEX_CHUNK):
                 time.sleep(0.001)  # let waiting writers and queries take the lock between chunks
-            if self._stopping:
+            if self._stop.is_set():
                 return
             with self.lock:
                 self._maybe_persist()
@@ -331,7 +341,7 @@ class IndexState:
         :class:`~vectorstore.IndexSaveError`; otherwise (automatic saves) it logs a warning and the
         next automatic save is tried a minute later.
         """
-        if self.directory is None:
+        if self.directory is None or self.read_only:
             return
         if self._unverified and self._verifier is not threading.current_thread():
             self.wait_verified()  # never save over files whose check is still running
@@ -388,7 +398,7 @@ class IndexState:
         are); if some remain, nothing is saved — the saved files stay consistent at their older
         sequence and the next open replays the rest from the change log.
         """
-        self._stopping = True
+        self._stop.set()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in (self._indexer, self._verifier):
             if thread is not None:
@@ -410,7 +420,7 @@ class IndexState:
 
     def discard(self) -> None:
         """The collection was deleted: stop indexing, never save again, release the reader."""
-        self._stopping = True
+        self._stop.set()
         with self.lock:
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None

@@ -13,7 +13,7 @@ import threading
 import weakref
 from typing import Protocol
 
-from vectorstore.errors import StoreClosedError
+from vectorstore.errors import ReadOnlyStoreError, StoreClosedError
 
 __all__ = ["Lifecycle", "close_at_exit"]
 
@@ -25,14 +25,21 @@ class _Closable(Protocol):
 class Lifecycle:
     """Whether the store is open; collections check it before every operation."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, *, read_only: bool = False) -> None:
         self._what = what
         self.closed = False
+        self.read_only = read_only
 
     def check(self) -> None:
         """Raise :class:`StoreClosedError` once the store is closed."""
         if self.closed:
             raise StoreClosedError(f"{self._what} is closed; open the store again to use it")
+
+    def check_writable(self) -> None:
+        """Raise :class:`ReadOnlyStoreError` for a write to a store opened read-only."""
+        self.check()
+        if self.read_only:
+            raise ReadOnlyStoreError(f"{self._what} is open read-only; nothing was written")
 
 
 _OPEN: weakref.WeakSet[_Closable] = weakref.WeakSet()

@@ -17,7 +17,7 @@ from indexers.scoring import check_metric
 from vectorstore.collection import Collection
 from vectorstore.config import CollectionConfig
 from vectorstore.db.engine import make_engine, read_tx, write_tx
-from vectorstore.db.migrations import init_schema
+from vectorstore.db.migrations import init_schema, read_schema
 from vectorstore.db.repository import Repository
 from vectorstore.errors import (
     CollectionConfigError,
@@ -54,6 +54,9 @@ class Store:
         path: a directory; created if missing. It holds ``store.sqlite3`` (the source of truth, WAL
             mode) and ``indexes/`` (derived files that are rebuilt when missing or damaged).
         url: instead of ``path``, any SQLAlchemy URL for the records (SQLite is the tested default).
+        read_only: open the database read-only and never write index files (queries are served from
+            the saved index files, and whatever they lack is built in memory); writes raise
+            :class:`ReadOnlyStoreError`. ``None`` chooses it when the store's files are not writable.
         index_dir: where derived index files go with ``url`` (default: none saved, rebuilt on open).
         device: where models run (``None``: CUDA, then MPS, then CPU).
 
@@ -71,6 +74,7 @@ class Store:
         url: str | None = None,
         index_dir: str | os.PathLike[str] | None = None,
         device: str | None = None,
+        read_only: bool | None = None,
     ) -> None:
         if (path is None) == (url is None):
             raise InvalidInputError("Store needs exactly one of a directory path or url=")
@@ -80,12 +84,20 @@ class Store:
             root = Path(path).expanduser()
             if root.exists() and not root.is_dir():
                 raise InvalidInputError(f"store path {str(root)!r} exists and is not a directory")
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StorageError(f"cannot create the store directory {str(root)!r}: {exc}") from exc
-            if not os.access(root, os.W_OK | os.X_OK):
-                raise StorageError(f"the store directory {str(root)!r} is not writable by this process")
+            db = root / DB_FILE
+            if read_only is None:  # chosen for an existing store whose files this process cannot write
+                read_only = db.is_file() and not (os.access(db, os.W_OK) and os.access(root, os.W_OK))
+                if read_only:
+                    logger.info("opening %s read-only: its files are not writable by this process", root)
+            if read_only and not db.is_file():
+                raise StorageError(f"no store to open read-only at {str(root)!r} (no {DB_FILE})")
+            if not read_only:
+                try:
+                    root.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StorageError(f"cannot create the store directory {str(root)!r}: {exc}") from exc
+                if not os.access(root, os.W_OK | os.X_OK):
+                    raise StorageError(f"the store directory {str(root)!r} is not writable by this process")
             self.path: Path | None = root.resolve()
             self.url = f"sqlite:///{self.path / DB_FILE}"
             self.index_root: Path | None = self.path / "indexes"
@@ -95,12 +107,13 @@ class Store:
             self.url = url
             self.index_root = Path(index_dir).expanduser().resolve() if index_dir is not None else None
         self.device = device
+        self.read_only = bool(read_only)
         if self.path is not None:
             _refuse_lost_database(self.path / DB_FILE, self.index_root)
-        self.engine: Engine = make_engine(self.url)
+        self.engine: Engine = make_engine(self.url, read_only=self.read_only)
         #: a random id made when the database was created; derived files carry it
-        self.store_id = init_schema(self.engine)
-        self._life = Lifecycle(f"the store {self.path or self.url}")
+        self.store_id = read_schema(self.engine) if self.read_only else init_schema(self.engine)
+        self._life = Lifecycle(f"the store {self.path or self.url}", read_only=self.read_only)
         self._collections: dict[str, tuple[Collection, IndexState]] = {}
         #: the loaded models, shared by the store's collections
         self.models = ModelCache(device)
@@ -155,7 +168,12 @@ class Store:
     def _open(self, name: str, collection_id: int, config: CollectionConfig, created_at: float) -> Collection:
         identity = {"store": self.store_id, "collection": collection_id, "created_at": created_at}
         state = IndexState(
-            self.engine, collection_id, config.index, self._index_dir(collection_id, name), identity=identity
+            self.engine,
+            collection_id,
+            config.index,
+            self._index_dir(collection_id, name),
+            identity=identity,
+            read_only=self.read_only,
         )
         col = Collection(name, collection_id, config, state, self.engine, self.models, self._life)
         self._collections[name] = (col, state)
@@ -224,6 +242,7 @@ class Store:
             CollectionConfigError: the reranker has more than one output label.
         """
         self._check_open()
+        self._life.check_writable()
         check_collection_name(name)
         config = self._build_config(
             model=model,
@@ -337,6 +356,8 @@ class Store:
             is unrepaired.
         """
         self._check_open()
+        if repair:
+            self._life.check_writable()
         from vectorstore.verify import verify_store
 
         return verify_store(self, repair=repair)
@@ -350,6 +371,7 @@ class Store:
     def delete_collection(self, name: str) -> None:
         """Delete a collection, its records and its index files."""
         self._check_open()
+        self._life.check_writable()
         check_collection_name(name)
         with self._lock:
             with write_tx(self.engine) as conn:

@@ -362,3 +362,73 @@ def fuzz_store(tmp_path_factory):
     _filled(store)
     yield store
     store.close()
+
+
+# ---------------------------------------------------------------------- read-only stores
+def _tree_digest(path: Path) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file but SQLite's WAL coordination files (a WAL reader may create an
+    empty -wal and a -shm index beside the database; neither holds data)."""
+    return {
+        str(p.relative_to(path)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+    }
+
+
+def test_a_read_only_store_serves_queries_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "s"
+    x = random_vectors(np.random.default_rng(6), 350)
+    with vs.Store(path) as store:
+        store.create_collection("c", model=None, embedding_dim=8).add(
+            ids=[str(i) for i in range(300)], embeddings=x[:300]
+        )
+    # 50 more records committed by a process that saves no index files: the saved files are stale
+    with vs.Store(url=f"sqlite:///{path / 'store.sqlite3'}") as writer:
+        writer.get_collection("c").add(ids=[str(i) for i in range(300, 350)], embeddings=x[300:])
+    before = _tree_digest(path)
+    with vs.Store(path, read_only=True) as store:
+        assert store.read_only
+        col = store.get_collection("c")
+        truth = exact_scores("cosine", x[:40] + 0.01, x)
+        for qi, row in enumerate(col.query(query_embeddings=x[:40] + 0.01, k=1)):
+            assert row[0].id == str(int(np.argmax(truth[qi])))
+        assert col.count() == 350
+        for op in (
+            lambda: col.add(ids=["new"], embeddings=np.ones((1, 8))),
+            lambda: col.upsert(ids=["1"], embeddings=np.ones((1, 8))),
+            lambda: col.update(ids=["1"], metadatas={"a": 1}),
+            lambda: col.delete(ids=["1"]),
+            lambda: col.persist(),
+            lambda: store.create_collection("d", model=None, embedding_dim=8),
+            lambda: store.delete_collection("c"),
+            lambda: store.verify(repair=True),
+        ):
+            with pytest.raises(vs.ReadOnlyStoreError):
+                op()
+        assert store.verify().ok
+    assert _tree_digest(path) == before  # not a byte written, not even the index files it lacked
+    wal = path / "store.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    from vectorstore.cli import main
+
+    assert main(["info", str(path), "--read-only"]) == 0 and "350 records" in capsys.readouterr().out
+    with pytest.raises(vs.StorageError, match="read-only"):
+        vs.Store(tmp_path / "nothing-here", read_only=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions")
+def test_a_store_whose_files_are_not_writable_opens_read_only(tmp_path):
+    path = tmp_path / "s"
+    with vs.Store(path) as store:
+        store.create_collection("c", model=None, embedding_dim=8).add(ids=["a"], embeddings=np.ones((1, 8)))
+    for p in [path, *path.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        with vs.Store(path) as store:
+            assert (
+                store.read_only
+                and store.get_collection("c").query(query_embeddings=np.ones(8), k=1)[0].id == "a"
+            )
+    finally:
+        for p in [path, *path.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)

@@ -36,14 +36,15 @@ def _json_arg(value: str | None, flag: str) -> Any:
     return parsed
 
 
-def _existing_store(path: str) -> vs.Store:
+def _existing_store(path: str, read_only: bool | None = None) -> vs.Store:
+    """The store at ``path``; ``read_only=None`` opens it read-only when its files are not writable."""
     import vectorstore as vs
     from vectorstore.store import DB_FILE
 
     root = Path(path)
     if not (root / DB_FILE).is_file():
         raise CLIError(f"{path} is not a vectorstore store (no {DB_FILE} in it)")
-    return vs.Store(root)
+    return vs.Store(root, read_only=read_only)
 
 
 def _dir_mb(path: Path | None) -> float:
@@ -150,7 +151,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     where = _json_arg(args.where, "--where")
     where_document = _json_arg(args.where_document, "--where-document")
-    with _existing_store(args.store) as store:
+    with _existing_store(args.store, True if args.read_only else None) as store:
         col = store.get_collection(args.collection)
         rerank: bool | vs.CrossEncoder = bool(args.rerank)
         if args.reranker:
@@ -207,7 +208,7 @@ def _collection_info(store: vs.Store, name: str) -> dict[str, Any]:
 def _cmd_info(args: argparse.Namespace) -> int:
     from vectorstore.store import DB_FILE
 
-    with _existing_store(args.store) as store:
+    with _existing_store(args.store, True if args.read_only else None) as store:
         names = [args.collection] if args.collection else store.list_collections()
         assert store.path is not None
         sqlite_mb = sum(p.stat().st_size for p in store.path.glob(DB_FILE + "*") if p.is_file()) / 2**20
@@ -366,12 +367,18 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--reranker", help="rerank with this cross-encoder (name or folder)")
     p.add_argument("--rerank-k", type=int, help="candidates the cross-encoder sees (default max(k, 50))")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--read-only", action="store_true", help="open the store read-only (automatic when not writable)"
+    )
     p.set_defaults(func=_cmd_query)
 
     p = sub.add_parser("info", help="collections, counts, models, index kinds and sizes on disk")
     p.add_argument("store")
     p.add_argument("collection", nargs="?")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--read-only", action="store_true", help="open the store read-only (automatic when not writable)"
+    )
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser(

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from vectorstore.errors import DatabaseCorruptedError, DiskFullError, InvalidInputError, StorageError
+from vectorstore.errors import (
+    DatabaseCorruptedError,
+    DiskFullError,
+    InvalidInputError,
+    ReadOnlyStoreError,
+    StorageError,
+)
 
-__all__ = ["configure_sqlite", "database_error", "make_engine", "read_tx", "write_tx"]
+__all__ = ["configure_sqlite", "connect_read_only", "database_error", "make_engine", "read_tx", "write_tx"]
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +28,15 @@ BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536  # SQLite page cache per connection (64 MiB): filters and hydration hit it, not the OS
 
 
-def configure_sqlite(dbapi_conn: Any) -> None:
+def configure_sqlite(dbapi_conn: Any, *, read_only: bool = False) -> None:
     """The settings of every SQLite connection the store opens (the engine's and the query reader's)."""
     # Let us issue BEGIN ourselves (pysqlite's implicit transactions cannot BEGIN IMMEDIATE).
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    if read_only:
+        cur.execute("PRAGMA query_only=ON")  # a second lock besides mode=ro: no statement may write
+    else:
+        cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=FULL")
     cur.execute("PRAGMA foreign_keys=ON")
@@ -33,8 +45,27 @@ def configure_sqlite(dbapi_conn: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite connections get WAL, a busy timeout, FULL sync and foreign keys."""
+def connect_read_only(database: str) -> sqlite3.Connection:
+    """A read-only connection to a SQLite file (``mode=ro``; ``immutable`` when its folder cannot be
+    written, since SQLite could not even create its shared-memory file there)."""
+    path = Path(database).resolve()
+    immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+    conn = sqlite3.connect(
+        f"{path.as_uri()}?mode=ro{immutable}",
+        uri=True,
+        check_same_thread=False,
+        isolation_level=None,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+    configure_sqlite(conn, read_only=True)
+    return conn
+
+
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for ``url``; SQLite connections get WAL, a busy timeout, FULL sync and foreign keys.
+
+    ``read_only`` (SQLite files only) opens every connection with ``mode=ro`` and ``query_only``.
+    """
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     is_sqlite = isinstance(url, str) and url.startswith("sqlite")
@@ -43,13 +74,19 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
     try:
         engine = create_engine(url, **kwargs)
+        if read_only:
+            database = engine.url.database
+            if not is_sqlite or not database:
+                raise InvalidInputError("read_only=True needs a SQLite database file")
+            engine = create_engine(url, creator=lambda: connect_read_only(database))
     except (ArgumentError, NoSuchModuleError, ValueError, TypeError) as exc:
         raise InvalidInputError(f"not a usable database URL {url!r}: {exc}") from exc
     if is_sqlite:
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-            configure_sqlite(dbapi_conn)
+            if not read_only:
+                configure_sqlite(dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
@@ -73,6 +110,8 @@ def database_error(exc: BaseException, what: str, database: str | None) -> Stora
         return DatabaseCorruptedError(
             f"the database{where} is damaged or not a vectorstore database ({what}): {text}"
         )
+    if "readonly" in lowered or "read-only" in lowered:
+        return ReadOnlyStoreError(f"the database{where} is open read-only ({what}): {text}")
     if any(m in lowered for m in _FULL):
         return DiskFullError(f"the disk holding the database{where} is full ({what}): {text}")
     return StorageError(f"database error while {what}{where}: {text}")

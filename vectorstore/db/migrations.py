@@ -17,10 +17,10 @@ from sqlalchemy import Connection, Engine, bindparam, select, text
 from tqdm.auto import tqdm
 
 from vectorstore.db import schema
-from vectorstore.db.engine import write_tx
+from vectorstore.db.engine import read_tx, write_tx
 from vectorstore.errors import StorageError
 
-__all__ = ["MIGRATIONS", "init_schema"]
+__all__ = ["MIGRATIONS", "init_schema", "read_schema"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +87,24 @@ def init_schema(engine: Engine) -> str:
             store_id = uuid.uuid4().hex
             conn.execute(schema.meta.insert().values(key="store_id", value=store_id))
         return str(store_id)
+
+
+def read_schema(engine: Engine) -> str:
+    """:func:`init_schema` for a store opened read-only: check the schema version, return the store id.
+
+    Raises:
+        StorageError: the database is not a vectorstore store, or needs a migration (open it writable
+            once) or a newer vectorstore.
+    """
+    with read_tx(engine, "opening the store read-only") as conn:
+        if not conn.dialect.has_table(conn, "meta"):
+            raise StorageError("this database holds no vectorstore store (no meta table)")
+        facts = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+    version = int(json.loads(facts.get("schema_version", "0")))
+    if version != schema.SCHEMA_VERSION:
+        newer = version > schema.SCHEMA_VERSION
+        raise StorageError(
+            f"the store has schema {version}, this vectorstore reads {schema.SCHEMA_VERSION}: "
+            + ("upgrade vectorstore" if newer else "open it once without read_only to migrate it")
+        )
+    return str(facts.get("store_id", "unknown"))

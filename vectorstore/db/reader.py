@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, Select
 from sqlalchemy.exc import SQLAlchemyError
 
-from vectorstore.db.engine import BUSY_TIMEOUT_MS, configure_sqlite, database_error
+from vectorstore.db.engine import BUSY_TIMEOUT_MS, configure_sqlite, connect_read_only, database_error
 
 __all__ = ["Reader"]
 
@@ -35,16 +35,22 @@ class Reader:
             ``False`` forces the engine path, which is what other dialects use).
     """
 
-    def __init__(self, engine: Engine, *, direct: bool | None = None) -> None:
+    def __init__(self, engine: Engine, *, direct: bool | None = None, read_only: bool = False) -> None:
         self._engine = engine
         database = engine.url.database
         can_direct = engine.dialect.name == "sqlite" and bool(database) and database != ":memory:"
         self._conn: sqlite3.Connection | None = None
         if can_direct and direct is not False:
-            conn = sqlite3.connect(
-                str(database), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-            )
-            configure_sqlite(conn)
+            if read_only:
+                conn = connect_read_only(str(database))
+            else:
+                conn = sqlite3.connect(
+                    str(database),
+                    check_same_thread=False,
+                    isolation_level=None,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                )
+                configure_sqlite(conn)
             self._conn = conn
         self._lock = threading.Lock()
         # key -> (statement, compiled SQL and parameter names for the direct path)
