@@ -11,7 +11,7 @@ from indexers.errors import IndexCorruptedError
 
 __all__ = ["BLOCK_ROWS", "VectorTable", "block_crcs"]
 
-BLOCK_ROWS = 64  # rows per checksummed block of a saved table: small, so a query verifies little
+BLOCK_ROWS = 8  # rows per checksummed block of a saved table: small, so a first query reads and checks little
 
 
 def block_crcs(vectors: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
