@@ -53,7 +53,6 @@ class SavedPair:
     index: BaseIndex
     vectors: ExactIndex
     sequence: int
-    generation: Path
 
 
 def has_saved_files(directory: Path) -> bool:
@@ -155,4 +154,4 @@ def load_pair(
         raise IncompatibleIndexError(
             f"index reflects seq {index.sequence}, newer than the database's {newest}"
         )
-    return SavedPair(index, vectors, index.sequence, gen)
+    return SavedPair(index, vectors, index.sequence)
