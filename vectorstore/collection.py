@@ -16,7 +16,9 @@ from vectorstore.db.engine import read_tx
 from vectorstore.db.repository import Repository
 from vectorstore.errors import DuplicateDocumentError, InvalidInputError
 from vectorstore.filters import MatchingKeys, compile_filter
+from vectorstore.fusion import Fusion, check_fusion
 from vectorstore.index_state import IndexState
+from vectorstore.keyword.state import KeywordState
 from vectorstore.lifecycle import Lifecycle
 from vectorstore.model_cache import ModelCache
 from vectorstore.rerankers import resolve_reranker
@@ -39,6 +41,8 @@ __all__ = ["Collection", "OnDuplicate"]
 
 OnDuplicate = Literal["allow", "skip", "error"]
 Include = Literal["documents", "metadatas", "embeddings"]
+QueryMode = Literal["vector", "keyword", "hybrid"]
+QUERY_MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")
 
 _INCLUDE = ("documents", "metadatas", "embeddings")
 _ON_DUPLICATE = ("allow", "skip", "error")
@@ -88,6 +92,7 @@ class Collection:
         self._life = life if life is not None else Lifecycle(f"collection {name!r}")
         self._writer = RecordWriter(engine, collection_id, config.dim, name)
         self._matching = MatchingKeys(collection_id, state.reader)
+        self._keyword = KeywordState(engine, collection_id, config.keyword, state.reader, name)
 
     # ------------------------------------------------------------------ description
     @property
@@ -386,6 +391,7 @@ class Collection:
         query: str | Sequence[str] | None = None,
         *,
         query_embeddings: Any = None,
+        query_text: str | Sequence[str] | None = None,
         k: int = 10,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
@@ -394,6 +400,11 @@ class Collection:
         candidates: int | None = None,
         rerank: bool | CrossEncoder | None = None,
         rerank_k: int | None = None,
+        mode: QueryMode = "vector",
+        fusion: Fusion = "rrf",
+        rrf_k: float = 60,
+        weights: Sequence[float] | None = None,
+        alpha: float = 0.5,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest records to a query (text, embedded with the model's query prompt) or to query vectors.
 
@@ -401,35 +412,56 @@ class Collection:
         candidates)`` of them; a filter that selects few rows is answered exactly over those rows
         instead) -> exact scores on the stored float32 vectors -> hydration of ids, documents and
         metadata in one SQL round trip -> optional cross-encoder rerank of the best ``rerank_k``.
+        ``mode="keyword"`` takes candidates from the BM25 index of the documents instead, and
+        ``mode="hybrid"`` fuses both (see ``docs/hybrid.md``).
 
         Args:
             query: a text or a list of texts (embedded with the model's query prompt).
             query_embeddings: instead of ``query``, one vector or a matrix of them.
+            query_text: with ``query_embeddings``, the texts of the same queries, for the keyword leg
+                of ``"keyword"`` / ``"hybrid"`` mode and for reranking.
             k: results per query.
             where: metadata filter (see ``docs/filters.md``).
             where_document: document-text filter (``$contains``, ``$not_contains``, ``$and``, ``$or``).
             include: any of ``"documents"``, ``"metadatas"``, ``"embeddings"``.
             oversample: ANN candidates per result before exact rescoring.
-            candidates: a floor on the number of ANN candidates.
+            candidates: a floor on the number of ANN candidates; in hybrid mode, how many candidates
+                each leg brings to the fusion (default ``max(k * oversample, 50)``).
             rerank: ``None`` reranks when the collection was created with a ``reranker``; ``True``
                 requires one; ``False`` never reranks; a :class:`~vectorstore.CrossEncoder` reranks with it.
-            rerank_k: how many exactly-scored candidates the cross-encoder sees (default ``max(k, 50)``).
+            rerank_k: how many candidates the cross-encoder sees (default ``max(k, 50)``).
+            mode: ``"vector"`` (default), ``"keyword"`` (BM25 over the documents) or ``"hybrid"``.
+            fusion: hybrid mode's fusion: ``"rrf"`` (reciprocal rank fusion) or ``"weighted"`` (convex
+                combination of normalised scores).
+            rrf_k: the RRF constant.
+            weights: RRF weights of the (vector, keyword) legs, default ``(1, 1)``.
+            alpha: weight of the vector leg in ``"weighted"`` fusion.
 
         Returns:
             For a single string (or a 1-D vector) a ``list[Hit]``; for a list, one list per query.
-            Scores are exact similarities, higher is better; fewer than ``k`` hits only when fewer match.
-            Reranked hits carry ``rerank_score`` and are ordered by it.
+            ``score`` is always the exact vector similarity, higher is better (NaN only in keyword mode
+            on a collection without a model when no ``query_embeddings`` are given). Hits are ordered by
+            the mode's own score (vector ``score``, ``keyword_score`` or ``fusion_score``), or by
+            ``rerank_score`` when reranked. Fewer than ``k`` hits only when fewer match (in keyword
+            mode: fewer documents contain a query term).
 
         Raises:
-            InvalidInputError: bad ``k``/``rerank_k``, ``rerank=True`` without a reranker, or reranking
-                requested for ``query_embeddings`` (the cross-encoder needs the query text).
+            InvalidInputError: bad ``k``/``rerank_k``/fusion arguments, an unknown mode, ``rerank=True``
+                without a reranker, reranking or keyword search without query text, or hybrid mode on a
+                collection that can neither embed the text nor was given ``query_embeddings``.
         """
         self._life.check()
         inc = _check_include(include)
+        if mode not in QUERY_MODES:
+            raise InvalidInputError(f"mode must be one of {QUERY_MODES}, got {mode!r}")
         k = int(check_count("k", k) or 1)
         oversample = int(check_count("oversample", oversample) or 1)
         candidates = check_count("candidates", candidates, allow_none=True)
-        cross_encoder = resolve_reranker(rerank, query, self.reranker_name, self._models, self.name)
+        fusion_kind, rrf_c, rrf_w, alpha_f = check_fusion(fusion, rrf_k, weights, alpha)
+        texts_for_leg = self._query_texts(query, query_embeddings, query_text)
+        cross_encoder = resolve_reranker(
+            rerank, query if query is not None else query_text, self.reranker_name, self._models, self.name
+        )
         if rerank_k is not None and (
             isinstance(rerank_k, bool) or not isinstance(rerank_k, (int, np.integer)) or rerank_k < k
         ):
@@ -438,7 +470,27 @@ class Collection:
         stage_k = k
         if cross_encoder is not None:
             stage_k = rerank_k if rerank_k is not None else max(k, 50)
-        queries, texts, single = self._query_vectors(query, query_embeddings)
+        has_vectors = True
+        if mode != "vector" and texts_for_leg is None:
+            raise InvalidInputError(
+                f"mode={mode!r} needs the query text: pass query=, or query_text= with query_embeddings="
+            )
+        if mode == "keyword" and query_embeddings is None and self.model_name is None:
+            # nothing to embed the text with: keyword hits carry NaN vector scores
+            queries = np.zeros((len(texts_for_leg or []), self.dim), dtype=np.float32)
+            single = isinstance(query, str)
+            has_vectors = False
+        elif mode == "hybrid" and query_embeddings is None and self.model_name is None:
+            raise InvalidInputError(
+                f"collection {self.name!r} has no model to embed the query text with: hybrid mode needs "
+                "query_embeddings= (and query_text=)"
+            )
+        else:
+            queries, _, single = self._query_vectors(query, query_embeddings)
+        texts = texts_for_leg
+        if texts is not None and len(texts) != len(queries):
+            raise InvalidInputError(f"{len(texts)} query texts for {len(queries)} query embeddings")
+        leg_k = candidates if (mode == "hybrid" and candidates) else max(stage_k * oversample, 50)
         plan = pipeline.QueryPlan(
             queries=queries,
             k=stage_k,
@@ -449,9 +501,34 @@ class Collection:
             include=inc,
             texts=texts,
             cross_encoder=cross_encoder,
+            mode=mode,
+            leg_k=max(leg_k, stage_k) if mode == "hybrid" else 0,
+            fusion=fusion_kind,
+            rrf_k=rrf_c,
+            weights=rrf_w,
+            alpha=alpha_f,
+            has_vectors=has_vectors,
         )
-        hits = pipeline.run_query(plan, self._state, self.metric, self._matching)
+        hits = pipeline.run_query(plan, self._state, self.metric, self._matching, self._keyword)
         return hits[0] if single else hits
+
+    @staticmethod
+    def _query_texts(query: Any, query_embeddings: Any, query_text: Any) -> list[str] | None:
+        """The query texts (from ``query``, or ``query_text`` beside ``query_embeddings``), checked."""
+        if query_text is not None and query is not None:
+            raise InvalidInputError(
+                "query_text goes with query_embeddings; with query= the text is the query"
+            )
+        if query_text is not None and query_embeddings is None:
+            raise InvalidInputError("query_text= needs query_embeddings= (or pass the text as query=)")
+        source = query if query is not None else query_text
+        if source is None:
+            return None
+        texts = [source] if isinstance(source, str) else list(source)
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise InvalidInputError(f"queries must be strings; item {bad[0]} is {texts[bad[0]]!r:.60}")
+        return texts
 
     def _query_vectors(self, query: Any, query_embeddings: Any) -> tuple[np.ndarray, list[str] | None, bool]:
         """(query vectors, query texts or None, whether a single query was given)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from indexers import IndexSpec
-from vectorstore.errors import StorageError
+from vectorstore.errors import StorageError, VectorStoreError
+from vectorstore.keyword.settings import KeywordSettings
 
 __all__ = ["CONFIG_VERSION", "CollectionConfig"]
 
@@ -24,6 +25,7 @@ class CollectionConfig:
         metric: the similarity every score is computed with (cosine, dot, euclidean, manhattan).
         index: the ANN index kind, dimension, metric and options.
         reranker: the cross-encoder reference queries rerank with, or None.
+        keyword: how the keyword (BM25) index analyses and scores documents.
         version: the config format version.
     """
 
@@ -32,6 +34,7 @@ class CollectionConfig:
     metric: str
     index: IndexSpec
     reranker: str | None = None
+    keyword: KeywordSettings = field(default_factory=KeywordSettings)
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -43,6 +46,7 @@ class CollectionConfig:
             "metric": self.metric,
             "index": self.index.to_dict(),
             "reranker": self.reranker,
+            "keyword": self.keyword.to_dict(),
         }
 
     @classmethod
@@ -65,7 +69,8 @@ class CollectionConfig:
                 metric=str(data["metric"]),
                 index=IndexSpec.from_dict(data["index"]),
                 reranker=data.get("reranker"),
+                keyword=KeywordSettings.from_dict(data.get("keyword")),
                 version=version,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, VectorStoreError) as exc:
             raise StorageError(f"stored collection config is malformed: {dict(data)!r:.200}") from exc

@@ -17,10 +17,12 @@ import numpy as np
 from indexers.scoring import candidate_scores, empty_results, exact_scores, pad_results, sort_rows, top_k
 from vectorstore.db.repository import StoredRecord
 from vectorstore.errors import IndexCorruptedError
+from vectorstore.modes import ModeResults, hybrid_stage, keyword_stage
 from vectorstore.results import Hit
 
 if TYPE_CHECKING:
     from vectorstore.index_state import IndexState
+    from vectorstore.keyword.state import KeywordState
     from vectorstore.models.cross_encoder import CrossEncoder
 
 __all__ = [
@@ -64,8 +66,16 @@ class QueryPlan:
         where: metadata filter, or None.
         where_document: document filter, or None.
         include: which of documents / metadatas / embeddings the hits carry.
-        texts: the query texts (needed to rerank), or None.
+        texts: the query texts (needed to rerank and for the keyword leg), or None.
         cross_encoder: the reranker, or None.
+        mode: ``"vector"``, ``"keyword"`` or ``"hybrid"``.
+        leg_k: candidates each leg of a hybrid query contributes to the fusion.
+        fusion: ``"rrf"`` or ``"weighted"`` (hybrid mode).
+        rrf_k: the RRF constant.
+        weights: RRF weights of the (vector, keyword) legs.
+        alpha: weight of the vector leg in ``"weighted"`` fusion.
+        has_vectors: False when ``queries`` are placeholders (keyword mode on a collection without a
+            model and no ``query_embeddings``): hits then carry NaN ``score``.
     """
 
     queries: np.ndarray
@@ -77,6 +87,13 @@ class QueryPlan:
     include: tuple[str, ...] = ("documents", "metadatas")
     texts: Sequence[str] | None = None
     cross_encoder: CrossEncoder | None = None
+    mode: str = "vector"
+    leg_k: int = 0
+    fusion: str = "rrf"
+    rrf_k: float = 60.0
+    weights: tuple[float, float] = (1.0, 1.0)
+    alpha: float = 0.5
+    has_vectors: bool = True
 
     @property
     def filtered(self) -> bool:
@@ -84,17 +101,23 @@ class QueryPlan:
         return bool(self.where) or bool(self.where_document)
 
 
-def run_query(plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn) -> list[list[Hit]]:
+def run_query(
+    plan: QueryPlan,
+    state: IndexState,
+    metric: str,
+    matching: MatchingFn,
+    keyword: KeywordState | None = None,
+) -> list[list[Hit]]:
     """Every stage for a batch of queries; one hit list per query.
 
     A derived file found damaged while the stages read it (its blocks are verified on first use) is
     rebuilt from SQLite and the stages run again, so the answer never comes from damaged data.
     """
     try:
-        hits = _similarity_stages(plan, state, metric, matching)
+        hits = _similarity_stages(plan, state, metric, matching, keyword)
     except IndexCorruptedError as exc:
         state.recover(exc)
-        hits = _similarity_stages(plan, state, metric, matching)
+        hits = _similarity_stages(plan, state, metric, matching, keyword)
     if plan.cross_encoder is not None:
         assert plan.texts is not None  # resolve_reranker returns a model only for text queries
         hits = rerank(
@@ -104,22 +127,53 @@ def run_query(plan: QueryPlan, state: IndexState, metric: str, matching: Matchin
 
 
 def _similarity_stages(
-    plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn
+    plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn, keyword: KeywordState | None
 ) -> list[list[Hit]]:
     state.catch_up()
     q = plan.queries
+    allowed = matching(plan.where, plan.where_document) if plan.filtered else None
+    kw_legs = None
+    if plan.mode != "vector":
+        assert keyword is not None and plan.texts is not None
+        kw_legs = keyword.search(plan.texts, plan.leg_k if plan.mode == "hybrid" else plan.k, allowed)
     with state.lock:
         # Work is bounded by what is stored, never by k: a k beyond the record count returns them all.
         most = max(len(state), 1)
-        if plan.k > most or plan.fetch > most:
-            plan = replace(plan, k=min(plan.k, most), fetch=min(plan.fetch, most))
-        if not len(q):
-            keys, scores = empty_results(0, plan.k)
-        elif plan.filtered:
-            allowed = matching(plan.where, plan.where_document)
-            keys, scores = filtered_candidates(state, metric, q, allowed, plan.fetch, plan.k)
+        if plan.k > most or plan.fetch > most or plan.leg_k > most:
+            plan = replace(
+                plan, k=min(plan.k, most), fetch=min(plan.fetch, most), leg_k=min(plan.leg_k, most)
+            )
+        found_by: ModeResults | None = None
+        if plan.mode == "keyword":
+            assert kw_legs is not None
+            found_by = keyword_stage(state, metric, q if plan.has_vectors else None, kw_legs, plan.k)
+            keys, scores = found_by.keys, found_by.scores
         else:
-            keys, scores = candidates(state, metric, q, plan.fetch, None, plan.k)
+            leg_k = plan.leg_k if plan.mode == "hybrid" else plan.k
+            leg_fetch = max(plan.fetch, leg_k)
+            if not len(q):
+                keys, scores = empty_results(0, leg_k)
+            elif allowed is not None:
+                keys, scores = filtered_candidates(state, metric, q, allowed, leg_fetch, leg_k)
+            else:
+                keys, scores = candidates(state, metric, q, leg_fetch, None, leg_k)
+            if plan.mode == "hybrid":
+                assert kw_legs is not None and keyword is not None and plan.texts is not None
+                found_by = hybrid_stage(
+                    state,
+                    keyword,
+                    metric,
+                    q,
+                    plan.texts,
+                    (keys, scores),
+                    kw_legs,
+                    plan.k,
+                    fusion=plan.fusion,  # type: ignore[arg-type]
+                    rrf_k=plan.rrf_k,
+                    weights=plan.weights,
+                    alpha=plan.alpha,
+                )
+                keys, scores = found_by.keys, found_by.scores
         # one query's keys are distinct already; a batch's may repeat across rows
         found = keys[keys >= 0]
         records = state.hydrate(found.tolist() if len(keys) == 1 else np.unique(found).tolist())
@@ -130,6 +184,8 @@ def _similarity_stages(
             include_documents="documents" in plan.include or plan.cross_encoder is not None,
             include_metadatas="metadatas" in plan.include,
             vectors=state if "embeddings" in plan.include else None,
+            keyword_scores=found_by.keyword_scores if found_by is not None else None,
+            fusion_scores=found_by.fusion_scores if found_by is not None else None,
         )
     return hits
 
@@ -213,15 +269,21 @@ def to_hits(
     include_documents: bool,
     include_metadatas: bool,
     vectors: VectorSource | None = None,
+    keyword_scores: np.ndarray | None = None,
+    fusion_scores: np.ndarray | None = None,
 ) -> list[list[Hit]]:
-    """Turn key/score matrices into hits, skipping padding."""
+    """Turn key/score matrices into hits, skipping padding (NaN keyword / fusion scores become None)."""
     out: list[list[Hit]] = []
-    for row_k, row_s in zip(keys, scores):
+    for i, (row_k, row_s) in enumerate(zip(keys, scores)):
         hits: list[Hit] = []
-        for key, score in zip(row_k.tolist(), row_s.tolist()):
+        row_kw = keyword_scores[i].tolist() if keyword_scores is not None else None
+        row_f = fusion_scores[i].tolist() if fusion_scores is not None else None
+        for j, (key, score) in enumerate(zip(row_k.tolist(), row_s.tolist())):
             rec = records.get(key)
             if key < 0 or rec is None:
                 continue
+            kw = row_kw[j] if row_kw is not None else None
+            fs = row_f[j] if row_f is not None else None
             emb = vectors.get_vectors(np.array([key]))[0].copy() if vectors is not None else None
             hits.append(
                 Hit(
@@ -231,6 +293,8 @@ def to_hits(
                     metadata=rec.metadata if include_metadatas else None,
                     rank=len(hits),
                     embedding=emb,
+                    keyword_score=None if kw is None or kw != kw else kw,
+                    fusion_score=None if fs is None or fs != fs else fs,
                 )
             )
         out.append(hits)

@@ -22,6 +22,9 @@ class Hit:
         rank: 0-based position in the result list.
         rerank_score: the cross-encoder score when the results were reranked, else None.
         embedding: the stored vector when ``include`` asks for it.
+        keyword_score: in ``"keyword"`` and ``"hybrid"`` mode, the document's BM25 score for the query
+            (higher is better), or None when the document matches no query term; None in vector mode.
+        fusion_score: in ``"hybrid"`` mode, the fused score the hits are ordered by; else None.
     """
 
     id: str
@@ -31,6 +34,8 @@ class Hit:
     rank: int = 0
     rerank_score: float | None = None
     embedding: np.ndarray | None = None
+    keyword_score: float | None = None
+    fusion_score: float | None = None
 
 
 @dataclass(frozen=True)

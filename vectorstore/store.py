@@ -29,6 +29,7 @@ from vectorstore.errors import (
     VectorStoreError,
 )
 from vectorstore.index_state import CLOSE_TIMEOUT_S, IndexState
+from vectorstore.keyword.settings import KeywordSettings
 from vectorstore.lifecycle import Lifecycle, close_at_exit
 from vectorstore.model_cache import ModelCache
 from vectorstore.validation import check_collection_name
@@ -188,6 +189,7 @@ class Store:
         index_options: dict[str, Any] | None,
         embedding_dim: int | None,
         reranker: str | CrossEncoder | None = None,
+        keyword_options: dict[str, Any] | None = None,
     ) -> CollectionConfig:
         if model is None:
             if embedding_dim is None:
@@ -212,6 +214,7 @@ class Store:
             metric=resolved_metric,
             index=spec,
             reranker=self.models.reranker_reference(reranker),
+            keyword=KeywordSettings.from_dict(keyword_options),
         )
 
     def create_collection(
@@ -224,6 +227,7 @@ class Store:
         index_options: dict[str, Any] | None = None,
         embedding_dim: int | None = None,
         reranker: str | CrossEncoder | None = None,
+        keyword_options: dict[str, Any] | None = None,
     ) -> Collection:
         """Create a collection.
 
@@ -236,6 +240,9 @@ class Store:
             embedding_dim: required without a model; checked against the model otherwise.
             reranker: a cross-encoder (name, folder or :class:`~vectorstore.CrossEncoder`) that
                 ``query`` reranks with; its name or folder is stored with the collection.
+            keyword_options: how ``mode="keyword"`` / ``"hybrid"`` queries analyse and score documents:
+                ``stemmer`` (``"porter"``), ``stopwords`` (``"lucene"``, ``"none"`` or a list),
+                ``min_length`` (1), BM25 ``k1`` (1.2) and ``b`` (0.75); see ``docs/hybrid.md``.
 
         Raises:
             CollectionExistsError: the name is taken.
@@ -251,6 +258,7 @@ class Store:
             index_options=index_options,
             embedding_dim=embedding_dim,
             reranker=reranker,
+            keyword_options=keyword_options,
         )
         with self._lock:
             with write_tx(self.engine) as conn:
@@ -320,6 +328,7 @@ class Store:
         index_options: dict[str, Any] | None = None,
         embedding_dim: int | None = None,
         reranker: str | CrossEncoder | None = None,
+        keyword_options: dict[str, Any] | None = None,
     ) -> Collection:
         """Open ``name`` if it exists (checking that its config agrees), else create it."""
         try:
@@ -336,6 +345,7 @@ class Store:
                     index_options=index_options,
                     embedding_dim=embedding_dim,
                     reranker=reranker,
+                    keyword_options=keyword_options,
                 )
             except CollectionExistsError:  # another process created it in between
                 return self.get_collection(
