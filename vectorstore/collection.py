@@ -401,7 +401,7 @@ class Collection:
         rerank: bool | CrossEncoder | None = None,
         rerank_k: int | None = None,
         mode: QueryMode = "vector",
-        fusion: Fusion = "rrf",
+        fusion: Fusion = "weighted",
         rrf_k: float = 60,
         weights: Sequence[float] | None = None,
         alpha: float = 0.5,
