@@ -185,11 +185,10 @@ def test_a_second_process_writes_are_seen_on_the_next_query(tmp_path, col):
         import sys, numpy as np, vectorstore as vs
         with vs.Store(sys.argv[1]) as s:
             c = s.get_collection("kw")
-            c.add(ids=["other"], documents=["xylophone apple"], embeddings=np.ones((1, %d)))
+            c.add(ids=["other"], documents=["xylophone apple"], embeddings=np.ones((1, DIM)))
             c.delete(ids=["d0"])
         """
-        % DIM
-    )
+    ).replace("DIM", str(DIM))
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     subprocess.run([sys.executable, "-c", child, str(store_dir)], check=True, env=env, timeout=120)
     hits = col.query("xylophone", mode="keyword")
@@ -334,7 +333,6 @@ def test_hybrid_hits_carry_exact_scores_and_are_ordered_by_fusion(col):
 
 
 def test_hybrid_weights_and_alpha_move_the_ranking_towards_one_leg(col):
-    ids, docs, vecs, _ = _stored(col)
     q = np.random.default_rng(6).standard_normal(DIM).astype(np.float32)
     text = "apple river"
     vector_only = [h.id for h in col.query(query_embeddings=q, k=10)]

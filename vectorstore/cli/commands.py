@@ -165,6 +165,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 where_document=where_document,
                 rerank=rerank,
                 rerank_k=args.rerank_k,
+                mode=args.mode,
+                fusion=args.fusion,
+                alpha=args.alpha,
             ),
         )
     if args.json:
@@ -173,6 +176,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
                 "rank": h.rank,  # 0-based, as Hit.rank
                 "id": h.id,
                 "score": h.score,
+                "keyword_score": h.keyword_score,
+                "fusion_score": h.fusion_score,
                 "rerank_score": h.rerank_score,
                 "document": h.document,
                 "metadata": h.metadata,
@@ -185,6 +190,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
         print("no results")
     for h in hits:
         rr = f"  rerank {h.rerank_score:.3f}" if h.rerank_score is not None else ""
+        if h.fusion_score is not None:
+            rr = f"  fused {h.fusion_score:.4f}" + rr
+        if args.mode != "vector":
+            rr = (f"  bm25 {h.keyword_score:.3f}" if h.keyword_score is not None else "  bm25 -") + rr
         meta = f"  {json.dumps(h.metadata, ensure_ascii=False)}" if h.metadata else ""
         print(f"{h.rank + 1:>3}. {h.score:.4f}{rr}  [{h.id}]  {h.document or ''}{meta}")
     return 0
@@ -265,6 +274,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "beir":
+        return _cmd_eval_beir(args)
     from vectorstore import SentenceTransformer
     from vectorstore.datasets import load_sts
     from vectorstore.evaluation import evaluate_sts
@@ -280,6 +291,45 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(
             f"{args.file}: Spearman {result.spearman:.4f}, Pearson {result.pearson:.4f} "
             f"({result.n_pairs} pairs, {result.similarity} similarity, model {args.model})"
+        )
+    return 0
+
+
+def _cmd_eval_beir(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import vectorstore as vs
+    from vectorstore.beir import evaluate_beir
+
+    modes = [m.strip() for m in args.mode.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("vector", "keyword", "hybrid")]
+    if bad or not modes:
+        raise CLIError(f"--mode takes vector, keyword and/or hybrid, got {args.mode!r}")
+    if not Path(args.file).is_dir():
+        raise CLIError(f"{args.file}: no such folder")
+    with tempfile.TemporaryDirectory(prefix="vectorstore-beir-") as tmp, vs.Store(args.store or tmp) as store:
+        report = evaluate_beir(
+            store,
+            args.file,
+            model=args.model,
+            index=args.index,
+            modes=modes,
+            split=args.split,
+            k=args.k,
+            show_progress_bar=None if sys.stderr.isatty() else False,
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(
+        f"{args.file} ({args.split}): {report.documents} documents, {report.queries} judged queries, "
+        f"model {args.model}, index {args.index}; ingest {report.ingest_s:.1f} s"
+    )
+    print(f"  {'mode':8} {'nDCG@10':>8} {'R@100':>7} {'MRR@10':>7} {'p50 ms':>7} {'p99 ms':>7}")
+    for f in report.modes:
+        print(
+            f"  {f.mode:8} {f.ndcg_at_10:8.4f} {f.recall_at_100:7.4f} {f.mrr_at_10:7.4f} "
+            f"{f.p50_ms:7.2f} {f.p99_ms:7.2f}"
         )
     return 0
 
@@ -366,6 +416,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--rerank", action="store_true", help="rerank with the collection's cross-encoder")
     p.add_argument("--reranker", help="rerank with this cross-encoder (name or folder)")
     p.add_argument("--rerank-k", type=int, help="candidates the cross-encoder sees (default max(k, 50))")
+    p.add_argument(
+        "--mode",
+        choices=["vector", "keyword", "hybrid"],
+        default="vector",
+        help="vector similarity (default), BM25 keyword search, or both fused",
+    )
+    p.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted", help="hybrid fusion")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the vector leg in weighted fusion")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
         "--read-only", action="store_true", help="open the store read-only (automatic when not writable)"
@@ -392,11 +450,24 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("eval", help="evaluate a model (sts: Spearman on an STS-format file)")
-    p.add_argument("task", choices=["sts"])
-    p.add_argument("file", help="tab-separated: genre, file, year, id, score, sentence1, sentence2")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate: sts FILE (Spearman of a model) or beir DIR (retrieval quality per query mode)",
+        description="sts FILE: Spearman and Pearson of the model's similarity against gold STS scores. "
+        "beir DIR: ingest a BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv) into a store, run "
+        "the judged queries one at a time and print nDCG@10, Recall@100 and MRR@10 per mode.",
+    )
+    p.add_argument("task", choices=["sts", "beir"])
+    p.add_argument("file", help="sts: the STS file; beir: the BEIR folder")
     p.add_argument("--model", default="all-MiniLM-L6-v2")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="sts: encode batch size")
+    p.add_argument("--index", default="exact", help="beir: index kind (default exact)")
+    p.add_argument(
+        "--mode", default="vector,keyword,hybrid", help="beir: comma-separated modes (default all three)"
+    )
+    p.add_argument("--split", default="test", help="beir: qrels split (default test)")
+    p.add_argument("--k", type=int, default=100, help="beir: hits retrieved per query (default 100)")
+    p.add_argument("--store", help="beir: store folder to ingest into and keep (default: a temporary one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_eval)
 
