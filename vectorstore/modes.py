@@ -19,7 +19,6 @@ from vectorstore import fusion as fuse
 
 if TYPE_CHECKING:
     from vectorstore.index_state import IndexState
-    from vectorstore.keyword.state import KeywordState
 
 __all__ = ["ModeResults", "hybrid_stage", "keyword_stage"]
 
@@ -80,12 +79,10 @@ def keyword_stage(
 
 def hybrid_stage(
     state: IndexState,
-    keyword: KeywordState,
     metric: str,
     queries: np.ndarray,
-    texts: Sequence[str],
     vector_legs: tuple[np.ndarray, np.ndarray],
-    keyword_legs: Sequence[tuple[np.ndarray, np.ndarray]],
+    keyword_legs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     k: int,
     *,
     fusion: fuse.Fusion,
@@ -95,16 +92,18 @@ def hybrid_stage(
 ) -> ModeResults:
     """Hybrid mode: fuse each query's vector leg (exact scores, best first) with its BM25 leg.
 
-    The union of both legs is scored on both sides: exact vector similarity for keys only the keyword
-    leg found, BM25 for keys only the vector leg found (NaN when the document matches no term). Hits
+    ``keyword_legs[i]`` is (keys, BM25 scores, BM25 scores of the vector leg's row ``i``, NaN where a
+    document matches no term). The union of both legs is scored on both sides: exact vector
+    similarity for keys only the keyword leg found, BM25 for keys only the vector leg found. Hits
     are ordered by fused score, then exact vector score, then the smaller key.
     """
     rows = []
     v_keys_all, v_scores_all = vector_legs
-    for i, (kw_keys, kw_scores) in enumerate(keyword_legs):
+    for i, (kw_keys, kw_scores, v_kw) in enumerate(keyword_legs):
         valid = v_keys_all[i] >= 0
         v_keys = v_keys_all[i][valid]
         v_scores = v_scores_all[i][valid].astype(np.float64)
+        v_kw = v_kw[valid]
         ok = state.contains(kw_keys) if len(kw_keys) else np.zeros(0, bool)
         kw_keys, kw_scores = kw_keys[ok], kw_scores[ok]
         union = np.array(list(dict.fromkeys(v_keys.tolist() + kw_keys.tolist())), dtype=np.int64)
@@ -112,12 +111,10 @@ def hybrid_stage(
             rows.append((union, np.empty(0), np.empty(0), np.empty(0)))
             continue
         vec = dict(zip(v_keys.tolist(), v_scores.tolist()))
-        kws = dict(zip(kw_keys.tolist(), kw_scores.tolist()))
+        kws = dict(zip(v_keys.tolist(), v_kw.tolist()))
+        kws.update(zip(kw_keys.tolist(), kw_scores.tolist()))
         only_kw = np.array([key for key in kw_keys.tolist() if key not in vec], dtype=np.int64)
         vec.update(zip(only_kw.tolist(), _vector_scores(metric, state, queries[i], only_kw).tolist()))
-        only_v = np.array([key for key in v_keys.tolist() if key not in kws], dtype=np.int64)
-        if len(only_v):
-            kws.update(zip(only_v.tolist(), keyword.score_keys(texts[i], only_v).tolist()))
         u_vec = np.array([vec[key] for key in union.tolist()], dtype=np.float64)
         u_kw = np.array([kws[key] for key in union.tolist()], dtype=np.float64)
         if fusion == "rrf":

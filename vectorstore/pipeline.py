@@ -133,9 +133,9 @@ def _similarity_stages(
     q = plan.queries
     allowed = matching(plan.where, plan.where_document) if plan.filtered else None
     kw_legs = None
-    if plan.mode != "vector":
+    if plan.mode == "keyword":
         assert keyword is not None and plan.texts is not None
-        kw_legs = keyword.search(plan.texts, plan.leg_k if plan.mode == "hybrid" else plan.k, allowed)
+        kw_legs = keyword.search(plan.texts, plan.k, allowed)
     with state.lock:
         # Work is bounded by what is stored, never by k: a k beyond the record count returns them all.
         most = max(len(state), 1)
@@ -158,15 +158,15 @@ def _similarity_stages(
             else:
                 keys, scores = candidates(state, metric, q, leg_fetch, None, leg_k)
             if plan.mode == "hybrid":
-                assert kw_legs is not None and keyword is not None and plan.texts is not None
+                assert keyword is not None and plan.texts is not None
+                # one BM25 pass per query gives its keyword leg and the scores of its vector leg
+                legs = keyword.search_scoring(plan.texts, plan.leg_k, allowed, list(keys))
                 found_by = hybrid_stage(
                     state,
-                    keyword,
                     metric,
                     q,
-                    plan.texts,
                     (keys, scores),
-                    kw_legs,
+                    legs,
                     plan.k,
                     fusion=plan.fusion,  # type: ignore[arg-type]
                     rrf_k=plan.rrf_k,

@@ -16,7 +16,6 @@ document's slot is marked dead and skipped; dead slots are dropped when the post
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -72,32 +71,32 @@ class BM25Index:
         with self._lock:
             self.remove(keys)
             start = self._n_slots
-            self._grow(start + len(keys))
+            n = len(keys)
+            self._grow(start + n)
+            lengths = np.fromiter(map(len, terms), dtype=np.int64, count=n)
             vocab = self._vocab
-            rows: list[int] = []
-            cols: list[int] = []
-            tfs: list[int] = []
-            for i, (key, doc) in enumerate(zip(keys.tolist(), terms)):
-                slot = start + i
-                self._slot_of[key] = slot
-                self._keys[slot] = key
-                self._length[slot] = len(doc)
-                self._alive[slot] = True
-                self._total_length += len(doc)
-                for term, tf in Counter(doc).items():
-                    tid = vocab.get(term)
-                    if tid is None:
-                        tid = vocab[term] = len(vocab)
-                    rows.append(tid)
-                    cols.append(slot)
-                    tfs.append(tf)
-            self._n_slots = start + len(keys)
-            self._n_alive += len(keys)
+            tids = np.fromiter(
+                (vocab.setdefault(t, len(vocab)) for doc in terms for t in doc),
+                dtype=np.int64,
+                count=int(lengths.sum()),
+            )
+            slots = np.repeat(np.arange(start, start + n, dtype=np.int64), lengths)
+            # (term, slot) pairs with their counts: the term frequencies
+            width = start + n
+            pairs, tf = np.unique(tids * width + slots, return_counts=True)
+            rows, cols = pairs // width, pairs % width
+            self._slot_of.update(zip(keys.tolist(), range(start, start + n)))
+            self._keys[start : start + n] = keys
+            self._length[start : start + n] = lengths
+            self._alive[start : start + n] = True
+            self._total_length += float(lengths.sum())
+            self._n_slots = start + n
+            self._n_alive += n
             if start == 0 and not self._buffer and len(self._slots) == 0:
-                self._build(np.array(rows, np.int64), np.array(cols, np.int32), np.array(tfs, np.float32))
+                self._build(rows, cols.astype(np.int32), tf.astype(np.float32))
                 return
-            for tid, slot, tf in zip(rows, cols, tfs):
-                self._buffer.setdefault(tid, []).append((slot, tf))
+            for tid, slot, count in zip(rows.tolist(), cols.tolist(), tf.tolist()):
+                self._buffer.setdefault(tid, []).append((slot, count))
             self._buffered += len(rows)
             if self._buffered > max(50_000, len(self._slots) // 4):
                 self._merge()
@@ -223,9 +222,25 @@ class BM25Index:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The best ``k`` (keys, scores), best first, ties to the smaller key; only ``allowed`` keys
         when given. Fewer than ``k`` when fewer documents match."""
+        keys, scores, _ = self.search_scoring(terms, k, allowed, np.empty(0, np.int64))
+        return keys, scores
+
+    def search_scoring(
+        self, terms: Sequence[str], k: int, allowed: np.ndarray | None, also: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search`, plus the scores of the keys ``also`` from the same pass (NaN where a key's
+        document matches no term): what a hybrid query needs for the vector leg's hits."""
         with self._lock:
             slots, scores = self.scores(terms)
             keys = self._keys[slots]
+        also = np.asarray(also, dtype=np.int64)
+        extra = np.full(len(also), np.nan)
+        if len(also) and len(keys):
+            order = np.argsort(keys)
+            sorted_keys = keys[order]
+            pos = np.minimum(np.searchsorted(sorted_keys, also), len(keys) - 1)
+            found = sorted_keys[pos] == also
+            extra[found] = scores[order][pos[found]]
         if allowed is not None and len(keys):
             keep = np.isin(keys, allowed)
             keys, scores = keys[keep], scores[keep]
@@ -236,11 +251,8 @@ class BM25Index:
             part = np.flatnonzero(scores >= cut)
             keys, scores = keys[part], scores[part]
         order = np.lexsort((keys, -scores))[:k]
-        return keys[order], scores[order]
+        return keys[order], scores[order], extra
 
     def score_keys(self, terms: Sequence[str], keys: np.ndarray) -> np.ndarray:
         """BM25 score of each of ``keys`` (NaN for a key that does not match or is not indexed)."""
-        with self._lock:
-            slots, scores = self.scores(terms)
-            by_key = dict(zip(self._keys[slots].tolist(), scores.tolist()))
-        return np.array([by_key.get(int(k), np.nan) for k in keys], dtype=np.float64)
+        return self.search_scoring(terms, 1, None, np.asarray(keys, dtype=np.int64))[2]

@@ -91,10 +91,14 @@ class KeywordState:
                 .where(records.c.collection_id == self.collection_id, records.c.document.is_not(None))
                 .order_by(records.c.key)
             )
+            keys: list[int] = []
+            terms: list[list[str]] = []
             with tqdm(total=total, desc="Building the keyword index", unit="doc", disable=not show) as bar:
                 while rows := result.fetchmany(_BATCH):
-                    index.add([int(r[0]) for r in rows], self.analyzer.many([r[1] for r in rows]))
+                    keys.extend(int(r[0]) for r in rows)
+                    terms.extend(self.analyzer.many([r[1] for r in rows]))
                     bar.update(len(rows))
+        index.add(keys, terms)  # one bulk build of the postings
         self._index, self._applied_seq, self._seen_version = index, seq, version
         logger.info(
             "keyword index of collection %r: %d documents in %.2f s",
@@ -127,6 +131,15 @@ class KeywordState:
         """The best ``k`` (keys, BM25 scores) of each text, among ``allowed`` keys when given."""
         index = self.index()
         return [index.search(self.analyzer.terms(t), k, allowed) for t in texts]
+
+    def search_scoring(
+        self, texts: Sequence[str], k: int, allowed: np.ndarray | None, also: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`search`, plus each text's BM25 scores of the keys ``also[i]`` (NaN: no match)."""
+        index = self.index()
+        return [
+            index.search_scoring(self.analyzer.terms(t), k, allowed, keys) for t, keys in zip(texts, also)
+        ]
 
     def score_keys(self, text: str, keys: np.ndarray) -> np.ndarray:
         """BM25 score of ``text`` for each key (NaN where its document does not match)."""
