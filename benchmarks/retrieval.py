@@ -19,7 +19,8 @@ encoder and handed to every contender), so the rows compare retrieval, not the e
 encoding is timed on its own (ours and sentence-transformers') and printed below the table.
 
 Part 2 (``--n``, default 200,000): the STS-derived corpus of ``benchmarks/store.py`` (each vector's
-source sentence as its document) in a bring-your-own-vector ``exact`` collection; keyword p50 over
+source sentence as its document) in a bring-your-own-vector ``faiss-hnsw`` collection (the default
+index), ingested until every record is ANN-searchable; keyword p50 over
 ``--queries`` held-out STS sentences (query vectors given, so the time is the keyword stage plus the
 exact scores of its hits), and the one-off keyword-index build (it is built on the first keyword
 query, not during ingest) against the ingest time.
@@ -241,7 +242,7 @@ def part2(args: argparse.Namespace, work: Path) -> None:
     texts = sts_sentences(load_sts(sts / "sts-train.csv") + load_sts(sts / "sts-dev.csv"))[-args.queries :]
     print(f"\n{len(vectors)} STS-derived documents, {len(texts)} held-out sentence queries, k=10")
     with vs.Store(work / "store200k") as store:
-        col = store.create_collection("kw", model=None, embedding_dim=vectors.shape[1], index="exact")
+        col = store.create_collection("kw", model=None, embedding_dim=vectors.shape[1], index="faiss-hnsw")
         t = time.perf_counter()
         step = 10_000
         for s in range(0, len(vectors), step):
@@ -265,12 +266,12 @@ def part2(args: argparse.Namespace, work: Path) -> None:
             col.query(query_embeddings=qv, k=10)
             vec_lat.append(time.perf_counter() - t)
     print(
-        f"ingest (exact index, BYO vectors) {ingest_s:.1f} s = {len(vectors) / ingest_s:.0f} docs/s; keyword "
+        f"ingest (faiss-hnsw, BYO vectors, until ANN-searchable) {ingest_s:.1f} s = {len(vectors) / ingest_s:.0f} docs/s; keyword "
         f"index build on the first keyword query {build_s:.2f} s ({100 * build_s / ingest_s:.1f} % of the ingest)"
     )
     print(
         f"keyword p50 {1000 * pct(lat, 0.5):.2f} ms, p99 {1000 * pct(lat, 0.99):.2f} ms "
-        f"(exact vector query in the same loop: p50 {1000 * pct(vec_lat, 0.5):.2f} ms)"
+        f"(faiss-hnsw vector query in the same loop: p50 {1000 * pct(vec_lat, 0.5):.2f} ms)"
     )
 
 
