@@ -56,10 +56,11 @@ def weighted(
     *,
     alpha: float = 0.5,
 ) -> np.ndarray:
-    """Convex combination ``alpha * v + (1 - alpha) * kw`` of min-max normalised scores.
+    """Convex combination ``alpha * v + (1 - alpha) * kw`` of normalised scores.
 
-    Each leg's scores are normalised by the range of that leg's own candidate list; a key that does not
-    match the keyword query (NaN keyword score) gets 0 from that leg.
+    Each leg's scores are mapped to [0, 1] by the range given for it (the caller passes the vector
+    leg's min and max, and ``(0, best BM25)`` for the keyword leg, whose scores start at 0); a key that
+    does not match the keyword query (NaN keyword score) gets 0 from that leg.
 
     Returns:
         the fused score of each of ``keys``.
