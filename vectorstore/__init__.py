@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from vectorstore import util
     from vectorstore.collection import Collection
     from vectorstore.models.cross_encoder import CrossEncoder
+    from vectorstore.models.onnx_backend import (
+        export_dynamic_quantized_onnx_model,
+        export_optimized_onnx_model,
+    )
     from vectorstore.models.sentence_transformer import SentenceTransformer
     from vectorstore.quantization import quantize_embeddings
     from vectorstore.results import AddResult, DuplicatePair, GetResult, Hit, SkippedDocument
@@ -61,6 +65,11 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SentenceTransformer": ("vectorstore.models.sentence_transformer", "SentenceTransformer"),
     "SimilarityFunction": ("vectorstore.similarity", "SimilarityFunction"),
     "quantize_embeddings": ("vectorstore.quantization", "quantize_embeddings"),
+    "export_optimized_onnx_model": ("vectorstore.models.onnx_backend", "export_optimized_onnx_model"),
+    "export_dynamic_quantized_onnx_model": (
+        "vectorstore.models.onnx_backend",
+        "export_dynamic_quantized_onnx_model",
+    ),
     "util": ("vectorstore.util", None),
 }
 
@@ -101,6 +110,8 @@ __all__ = [
     "UnsupportedMetricError",
     "VectorStoreError",
     "__version__",
+    "export_dynamic_quantized_onnx_model",
+    "export_optimized_onnx_model",
     "quantize_embeddings",
     "util",
 ]

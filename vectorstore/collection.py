@@ -131,7 +131,7 @@ class Collection:
             raise InvalidInputError(
                 f"collection {self.name!r} has no model; pass embeddings= / query_embeddings= instead of text"
             )
-        return self._models.encoder(self.model_name)
+        return self._models.encoder(self.model_name, self.config.model_backend, self.config.model_kwargs)
 
     @property
     def reranker(self) -> CrossEncoder | None:
@@ -431,8 +431,8 @@ class Collection:
                 requires one; ``False`` never reranks; a :class:`~vectorstore.CrossEncoder` reranks with it.
             rerank_k: how many candidates the cross-encoder sees (default ``max(k, 50)``).
             mode: ``"vector"`` (default), ``"keyword"`` (BM25 over the documents) or ``"hybrid"``.
-            fusion: hybrid mode's fusion: ``"rrf"`` (reciprocal rank fusion) or ``"weighted"`` (convex
-                combination of normalised scores).
+            fusion: hybrid mode's fusion: ``"weighted"`` (default: convex combination of normalised
+                scores) or ``"rrf"`` (reciprocal rank fusion).
             rrf_k: the RRF constant.
             weights: RRF weights of the (vector, keyword) legs, default ``(1, 1)``.
             alpha: weight of the vector leg in ``"weighted"`` fusion.

@@ -26,6 +26,8 @@ class CollectionConfig:
         index: the ANN index kind, dimension, metric and options.
         reranker: the cross-encoder reference queries rerank with, or None.
         keyword: how the keyword (BM25) index analyses and scores documents.
+        model_backend: how the model runs: ``"torch"`` or ``"onnx"``.
+        model_kwargs: backend options (``file_name`` of an ONNX variant, ``provider``).
         version: the config format version.
     """
 
@@ -35,6 +37,8 @@ class CollectionConfig:
     index: IndexSpec
     reranker: str | None = None
     keyword: KeywordSettings = field(default_factory=KeywordSettings)
+    model_backend: str = "torch"
+    model_kwargs: Mapping[str, Any] | None = None
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -47,6 +51,8 @@ class CollectionConfig:
             "index": self.index.to_dict(),
             "reranker": self.reranker,
             "keyword": self.keyword.to_dict(),
+            "model_backend": self.model_backend,
+            "model_kwargs": dict(self.model_kwargs) if self.model_kwargs else None,
         }
 
     @classmethod
@@ -70,6 +76,8 @@ class CollectionConfig:
                 index=IndexSpec.from_dict(data["index"]),
                 reranker=data.get("reranker"),
                 keyword=KeywordSettings.from_dict(data.get("keyword")),
+                model_backend=str(data.get("model_backend") or "torch"),
+                model_kwargs=data.get("model_kwargs"),
                 version=version,
             )
         except (KeyError, TypeError, ValueError, VectorStoreError) as exc:

@@ -6,8 +6,10 @@ device, and are shared by every collection of the store that names the same refe
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from vectorstore.errors import CollectionConfigError, InvalidInputError
@@ -34,17 +36,27 @@ class ModelCache:
     def __init__(self, device: str | None = None) -> None:
         self.device = device
         self.encoders: dict[str, SentenceTransformer] = {}
+        self._variants: dict[tuple[str, str, str], SentenceTransformer] = {}
         self.cross_encoders: dict[str, CrossEncoder] = {}
         self._lock = threading.RLock()
 
-    def encoder(self, name: str) -> SentenceTransformer:
-        """The bi-encoder for ``name``, loaded on first use."""
-        with self._lock:
-            if name not in self.encoders:
-                from vectorstore.models.sentence_transformer import SentenceTransformer
+    def encoder(
+        self, name: str, backend: str = "torch", model_kwargs: Mapping[str, Any] | None = None
+    ) -> SentenceTransformer:
+        """The bi-encoder for ``name`` (on ``backend``, with ``model_kwargs``), loaded on first use."""
+        from vectorstore.models.sentence_transformer import SentenceTransformer
 
-                self.encoders[name] = SentenceTransformer(name, device=self.device)
-            return self.encoders[name]
+        with self._lock:
+            if backend == "torch" and not model_kwargs:
+                if name not in self.encoders:
+                    self.encoders[name] = SentenceTransformer(name, device=self.device)
+                return self.encoders[name]
+            key = (name, backend, json.dumps(dict(model_kwargs or {}), sort_keys=True))
+            if key not in self._variants:
+                self._variants[key] = SentenceTransformer(
+                    name, device=self.device, backend=backend, model_kwargs=dict(model_kwargs or {})
+                )
+            return self._variants[key]
 
     def cross_encoder(self, name: str) -> CrossEncoder:
         """The cross-encoder for ``name``, loaded on first use."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -190,14 +191,18 @@ class Store:
         embedding_dim: int | None,
         reranker: str | CrossEncoder | None = None,
         keyword_options: dict[str, Any] | None = None,
+        model_backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
     ) -> CollectionConfig:
+        if model_kwargs is not None and not isinstance(model_kwargs, dict):
+            raise InvalidInputError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
         if model is None:
             if embedding_dim is None:
                 raise InvalidInputError("a collection without a model needs embedding_dim")
             dim = embedding_dim
             model_metric = "cosine"
         else:
-            m = self.models.encoder(model)
+            m = self.models.encoder(model, model_backend, model_kwargs)
             dim = m.get_sentence_embedding_dimension()
             model_metric = m.similarity_fn_name
             if embedding_dim is not None and embedding_dim != dim:
@@ -215,6 +220,8 @@ class Store:
             index=spec,
             reranker=self.models.reranker_reference(reranker),
             keyword=KeywordSettings.from_dict(keyword_options),
+            model_backend=model_backend if model is not None else "torch",
+            model_kwargs=dict(model_kwargs) if model_kwargs and model is not None else None,
         )
 
     def create_collection(
@@ -228,6 +235,8 @@ class Store:
         embedding_dim: int | None = None,
         reranker: str | CrossEncoder | None = None,
         keyword_options: dict[str, Any] | None = None,
+        model_backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
     ) -> Collection:
         """Create a collection.
 
@@ -243,6 +252,9 @@ class Store:
             keyword_options: how ``mode="keyword"`` / ``"hybrid"`` queries analyse and score documents:
                 ``stemmer`` (``"porter"``), ``stopwords`` (``"lucene"``, ``"none"`` or a list),
                 ``min_length`` (1), BM25 ``k1`` (1.2) and ``b`` (0.75); see ``docs/hybrid.md``.
+            model_backend: ``"torch"`` (default) or ``"onnx"``: how the model runs; stored with the
+                collection (see ``docs/onnx.md``).
+            model_kwargs: backend options, stored too, e.g. ``{"file_name": "onnx/model_qint8_avx2.onnx"}``.
 
         Raises:
             CollectionExistsError: the name is taken.
@@ -259,6 +271,8 @@ class Store:
             embedding_dim=embedding_dim,
             reranker=reranker,
             keyword_options=keyword_options,
+            model_backend=model_backend,
+            model_kwargs=model_kwargs,
         )
         with self._lock:
             with write_tx(self.engine) as conn:
@@ -277,8 +291,16 @@ class Store:
         index: str = _UNSET,
         metric: str | None = _UNSET,
         embedding_dim: int | None = _UNSET,
+        model_backend: str | None = None,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> Collection:
         """Open an existing collection; any argument given must agree with its stored config.
+
+        ``model_backend`` / ``model_kwargs`` run the collection's model another way in this process
+        (the stored choice is unchanged): the same weights on ``"onnx"`` give the same vectors to
+        1e-4, but a quantized variant (``model_qint8_*.onnx``) embeds new documents and queries
+        slightly differently from the vectors already stored (cosine >= 0.98 to its fp32 vector on
+        STS): choose it for a collection from the start, or re-embed.
 
         Raises:
             CollectionNotFoundError: no such collection.
@@ -286,6 +308,21 @@ class Store:
         """
         self._check_open()
         check_collection_name(name)
+        with self._lock:
+            col = self._get_collection(name, model, index, metric, embedding_dim)
+            if model_backend is not None or model_kwargs is not None:
+                from vectorstore.models.onnx_backend import check_backend
+
+                col.config = dataclasses.replace(
+                    col.config,
+                    model_backend=check_backend(model_backend or col.config.model_backend),
+                    model_kwargs=dict(model_kwargs) if model_kwargs else None,
+                )
+            return col
+
+    def _get_collection(
+        self, name: str, model: Any, index: Any, metric: Any, embedding_dim: Any
+    ) -> Collection:
         with self._lock:
             if name in self._collections:
                 col = self._collections[name][0]
@@ -329,6 +366,8 @@ class Store:
         embedding_dim: int | None = None,
         reranker: str | CrossEncoder | None = None,
         keyword_options: dict[str, Any] | None = None,
+        model_backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
     ) -> Collection:
         """Open ``name`` if it exists (checking that its config agrees), else create it."""
         try:
@@ -346,6 +385,8 @@ class Store:
                     embedding_dim=embedding_dim,
                     reranker=reranker,
                     keyword_options=keyword_options,
+                    model_backend=model_backend,
+                    model_kwargs=model_kwargs,
                 )
             except CollectionExistsError:  # another process created it in between
                 return self.get_collection(

@@ -110,10 +110,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 kwargs["model"] = args.model
             if args.index is not None:
                 kwargs["index"] = args.index
+            if args.backend is not None:
+                kwargs["model_backend"] = args.backend
             col = store.get_collection(args.collection, **kwargs)
         else:
             col = store.create_collection(
-                args.collection, model=args.model or DEFAULT_MODEL, index=args.index or DEFAULT_INDEX
+                args.collection,
+                model=args.model or DEFAULT_MODEL,
+                index=args.index or DEFAULT_INDEX,
+                model_backend=args.backend or "torch",
             )
         new = updated = unchanged = 0
         with tqdm(
@@ -152,7 +157,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     where = _json_arg(args.where, "--where")
     where_document = _json_arg(args.where_document, "--where-document")
     with _existing_store(args.store, True if args.read_only else None) as store:
-        col = store.get_collection(args.collection)
+        col = store.get_collection(args.collection, model_backend=args.backend)
         rerank: bool | vs.CrossEncoder = bool(args.rerank)
         if args.reranker:
             rerank = vs.CrossEncoder(args.reranker, device=store.device)
@@ -396,6 +401,11 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--model", help="embedding model for a new collection (default all-MiniLM-L6-v2)")
     p.add_argument("--index", help="index kind for a new collection (default faiss-hnsw)")
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        help="run the model with torch (default) or ONNX Runtime; stored for a new collection",
+    )
     p.add_argument("--batch-size", type=int, default=512, help="documents per write (default 512)")
     p.add_argument(
         "--on-error",
@@ -423,6 +433,9 @@ def add_parsers(sub: Any) -> None:
         help="vector similarity (default), BM25 keyword search, or both fused",
     )
     p.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted", help="hybrid fusion")
+    p.add_argument(
+        "--backend", choices=["torch", "onnx"], help="run the model this way (default: the collection's)"
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the vector leg in weighted fusion")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(

@@ -98,6 +98,8 @@ class CrossEncoder(nn.Module):
         activation_fn: applied to the logits by :meth:`predict`. Default: what the folder saved,
             else sigmoid for one label and identity for several (as the reference library does).
         trust_remote_code: allow model code shipped with a hub model (off by default).
+        backend: ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime), as for ``SentenceTransformer``.
+        model_kwargs: with ``backend="onnx"``: ``file_name`` (an ONNX variant) and ``provider``.
         revision, cache_folder, token, local_files_only: passed to the hub download.
 
     Example:
@@ -119,8 +121,14 @@ class CrossEncoder(nn.Module):
         cache_folder: str | None = None,
         token: str | bool | None = None,
         local_files_only: bool | None = None,
+        backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        from vectorstore.models.onnx_backend import check_backend
+
+        self.backend = check_backend(backend)
+        self.model_kwargs = dict(model_kwargs or {})
         check_length(max_length, "max_length")
         resolved = resolve_model_path(
             model_name_or_path,
@@ -137,12 +145,19 @@ class CrossEncoder(nn.Module):
         saved_activation = self._check_folder(folder)
         target = resolve_device(device)
         self.tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
-        self.model = load_hf_model(
-            folder,
-            kind="sequence-classification",
-            trust_remote_code=trust_remote_code,
-            dtype=resolve_dtype(dtype, target),
-        )
+        if self.backend == "onnx":
+            from vectorstore.models.onnx_backend import OnnxBody, resolve_onnx_file
+
+            path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
+            config = load_hf_config(folder, trust_remote_code=trust_remote_code)
+            self.model = OnnxBody(path, config, provider=self.model_kwargs.get("provider"))
+        else:
+            self.model = load_hf_model(
+                folder,
+                kind="sequence-classification",
+                trust_remote_code=trust_remote_code,
+                dtype=resolve_dtype(dtype, target),
+            )
         self._model_input_names = set(self.tokenizer.model_input_names)
         self._max_length = (
             max_length if max_length is not None else model_token_limit(self.tokenizer, self.model.config)
@@ -153,6 +168,32 @@ class CrossEncoder(nn.Module):
         self.train(False)  # inference mode: dropout off
 
     # ------------------------------------------------------------------ loading
+    def _export_to(self, target: Path) -> Path:
+        from vectorstore.models.onnx_backend import OnnxBody, export_onnx
+
+        body = self.__dict__.get("_modules", {}).get("model")
+        if body is None or isinstance(body, OnnxBody):
+            body = load_hf_model(
+                Path(self.model_path),
+                kind="sequence-classification",
+                trust_remote_code=self.trust_remote_code,
+            )
+        return export_onnx(body, self.tokenizer, target, kind="sequence-classification")
+
+    def export_onnx(self) -> Path:
+        """Export the model to ``onnx/model.onnx`` (in its folder, or the cache when the folder is
+        read-only) from the torch weights; returns the file."""
+        from vectorstore.models.onnx_backend import onnx_folder
+
+        return self._export_to(onnx_folder(Path(self.model_path)) / "model.onnx")
+
+    @property
+    def onnx_body(self) -> Any:
+        """The ONNX Runtime body with ``backend="onnx"``, else None."""
+        from vectorstore.models.onnx_backend import OnnxBody
+
+        return self.model if isinstance(self.model, OnnxBody) else None
+
     def _check_folder(self, folder: Path) -> nn.Module | None:
         """Refuse folders that are not cross-encoders; return the activation the folder saved, if any."""
         modules_file = folder / "modules.json"
@@ -349,6 +390,10 @@ class CrossEncoder(nn.Module):
         It is a Hugging Face sequence-classification folder; ``config.json`` records the activation
         under ``sentence_transformers`` and the tokenizer config records ``max_length``.
         """
+        if self.onnx_body is not None:
+            raise InvalidInputError(
+                "save() writes torch weights; load the model with backend='torch' to save it"
+            )
         activation = self.activation_fn
         activation_path = (
             _ACTIVATION_PATHS.get(type(activation)) if isinstance(activation, nn.Module) else None

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from vectorstore.errors import InvalidInputError, ModelLoadError
 from vectorstore.models.batching import check_length, model_token_limit, run_sorted_batches
 from vectorstore.models.device import resolve_device, resolve_dtype
-from vectorstore.models.hf import load_hf_model, load_tokenizer, save_hf_folder
+from vectorstore.models.hf import load_hf_config, load_hf_model, load_tokenizer, save_hf_folder
 from vectorstore.models.modules import DenseLayer, TransformerConfig, module_kind
 from vectorstore.models.pooling import PoolingConfig, pool
 from vectorstore.models.resolve import resolve_model_path
@@ -62,6 +62,11 @@ class SentenceTransformer(nn.Module):
         truncate_dim: default Matryoshka truncation for ``encode``.
         trust_remote_code: allow model code shipped with a hub model (off by default).
         revision, cache_folder, token, local_files_only: passed to the hub download.
+        backend: ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime; ``pip install 'vectorstore[onnx]'``):
+            the folder's ``onnx/model.onnx`` is used, or exported from the torch weights once.
+        model_kwargs: with ``backend="onnx"``: ``file_name`` (a variant such as
+            ``"onnx/model_qint8_avx512_vnni.onnx"`` or ``"onnx/model_O3.onnx"``) and ``provider`` (an
+            ONNX Runtime execution provider; default CUDA when available, else CPU).
 
     Example:
         >>> model = SentenceTransformer("all-MiniLM-L6-v2")
@@ -85,8 +90,14 @@ class SentenceTransformer(nn.Module):
         cache_folder: str | None = None,
         token: str | bool | None = None,
         local_files_only: bool | None = None,
+        backend: str = "torch",
+        model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        from vectorstore.models.onnx_backend import check_backend
+
+        self.backend = check_backend(backend)
+        self.model_kwargs = dict(model_kwargs or {})
         resolved = resolve_model_path(
             model_name_or_path,
             revision=revision,
@@ -146,9 +157,18 @@ class SentenceTransformer(nn.Module):
         transformer_dir = kinds[0][1]
         self.transformer_config = TransformerConfig.load(transformer_dir)
         self.tokenizer = load_tokenizer(transformer_dir, trust_remote_code=self.trust_remote_code)
-        self.auto_model = load_hf_model(
-            transformer_dir, kind="base", trust_remote_code=self.trust_remote_code, dtype=dtype
-        )
+        self._transformer_dir = transformer_dir
+        self._weights_dtype = dtype
+        if self.backend == "onnx":
+            from vectorstore.models.onnx_backend import OnnxBody, resolve_onnx_file
+
+            path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
+            config = load_hf_config(transformer_dir, trust_remote_code=self.trust_remote_code)
+            self.auto_model = OnnxBody(path, config, provider=self.model_kwargs.get("provider"))
+        else:
+            self.auto_model = load_hf_model(
+                transformer_dir, kind="base", trust_remote_code=self.trust_remote_code, dtype=dtype
+            )
         self._model_input_names = set(self.tokenizer.model_input_names)
         self._max_seq_length = self._initial_max_seq_length()
 
@@ -171,6 +191,28 @@ class SentenceTransformer(nn.Module):
         if self.pooling is None:
             raise ModelLoadError(f"{folder}: modules.json has no Pooling module")
         self.dense = nn.ModuleList(dense).to(dtype)
+
+    def _export_to(self, target: Path) -> Path:
+        from vectorstore.models.onnx_backend import OnnxBody, export_onnx
+
+        body = self.__dict__.get("_modules", {}).get("auto_model")
+        if body is None or isinstance(body, OnnxBody):
+            body = load_hf_model(self._transformer_dir, kind="base", trust_remote_code=self.trust_remote_code)
+        return export_onnx(body, self.tokenizer, target, kind="base")
+
+    def export_onnx(self) -> Path:
+        """Export the transformer body to ``onnx/model.onnx`` (in the model folder, or the cache when
+        the folder is read-only) from the torch weights; returns the file."""
+        from vectorstore.models.onnx_backend import onnx_folder
+
+        return self._export_to(onnx_folder(Path(self.model_path)) / "model.onnx")
+
+    @property
+    def onnx_body(self) -> Any:
+        """The ONNX Runtime body with ``backend="onnx"`` (its ``path`` is the loaded file), else None."""
+        from vectorstore.models.onnx_backend import OnnxBody
+
+        return self.auto_model if isinstance(self.auto_model, OnnxBody) else None
 
     def _initial_max_seq_length(self) -> int | None:
         if self.transformer_config.max_seq_length is not None:
@@ -467,6 +509,11 @@ class SentenceTransformer(nn.Module):
         import importlib.metadata as md
 
         assert self.pooling is not None
+        if self.onnx_body is not None:
+            raise InvalidInputError(
+                "save() writes torch weights; load the model with backend='torch' to save it "
+                "(the ONNX files are already in the model folder's onnx/)"
+            )
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
         save_hf_folder(self.auto_model, self.tokenizer, out)

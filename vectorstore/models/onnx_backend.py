@@ -1,0 +1,359 @@
+"""The ONNX Runtime backend: export a transformers body to ONNX, optimise or quantise it, run it.
+
+Only the transformer body runs in ONNX Runtime; tokenization, pooling, Dense, Normalize and the
+cross-encoder activation stay the same code as with ``backend="torch"``, so every ``encode`` /
+``predict`` option behaves identically. Files use sentence-transformers' names inside the model
+folder (``onnx/model.onnx``, ``onnx/model_O3.onnx``, ``onnx/model_qint8_avx512_vnni.onnx``), so a folder
+prepared by either library loads in both. A folder that cannot be written to gets its exports in a
+cache folder (``$VECTORSTORE_CACHE`` or ``~/.cache/vectorstore/onnx``) instead. Exports are written to
+a temporary name and renamed into place, so a crash never leaves a half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from vectorstore.errors import InvalidInputError, ModelLoadError
+
+__all__ = [
+    "BACKENDS",
+    "OPTIMIZATION_LEVELS",
+    "QUANTIZATION_CONFIGS",
+    "OnnxBody",
+    "check_backend",
+    "export_dynamic_quantized_onnx_model",
+    "export_onnx",
+    "export_optimized_onnx_model",
+    "onnx_folder",
+]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnx", "openvino")
+OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
+QUANTIZATION_CONFIGS = ("arm64", "avx2", "avx512", "avx512_vnni")
+Kind = Literal["base", "sequence-classification"]
+_LOCK = threading.Lock()
+
+
+def check_backend(backend: str) -> str:
+    """Validate a ``backend=`` argument; raises a clear error naming the extra to install.
+
+    Raises:
+        InvalidInputError: an unknown backend.
+        ModelLoadError: the backend's runtime is not installed.
+    """
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "onnx":
+        _ort()
+    elif backend == "openvino":
+        raise ModelLoadError(
+            "backend='openvino' is not available in this build: install vectorstore[openvino] "
+            "once it ships; use backend='onnx' (pip install 'vectorstore[onnx]') meanwhile"
+        )
+    return backend
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelLoadError(
+            "backend='onnx' needs ONNX Runtime: pip install 'vectorstore[onnx]' (onnxruntime and onnx)"
+        ) from exc
+    return onnxruntime
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("VECTORSTORE_CACHE")
+    return Path(env) / "onnx" if env else Path.home() / ".cache" / "vectorstore" / "onnx"
+
+
+def onnx_folder(model_folder: Path) -> Path:
+    """Where this model's ONNX files live: ``<folder>/onnx`` when writable (or already holding a
+    model), else a cache folder named by the model folder's path."""
+    inside = model_folder / "onnx"
+    if any(inside.glob("*.onnx")) or os.access(model_folder, os.W_OK):
+        return inside
+    digest = hashlib.sha256(str(model_folder.resolve()).encode()).hexdigest()[:16]
+    return _cache_root() / f"{model_folder.name}-{digest}" / "onnx"
+
+
+def _dummy_inputs(tokenizer: Any, input_names: list[str]) -> dict[str, torch.Tensor]:
+    enc = tokenizer(
+        ["a short example", "another, slightly longer example input"], padding=True, return_tensors="pt"
+    )
+    return {k: enc[k] for k in input_names if k in enc}
+
+
+def export_onnx(hf_model: Any, tokenizer: Any, target: Path, *, kind: Kind) -> Path:
+    """Export the transformers model to ``target`` (ONNX, opset 17, dynamic batch and sequence axes).
+
+    The output is ``last_hidden_state`` for a base encoder and ``logits`` for a sequence classifier,
+    as Optimum's exports name them.
+    """
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in tokenizer.model_input_names]
+    inputs = _dummy_inputs(tokenizer, names)
+    output = "last_hidden_state" if kind == "base" else "logits"
+    axes = {n: {0: "batch_size", 1: "sequence_length"} for n in names}
+    axes[output] = {0: "batch_size", 1: "sequence_length"} if kind == "base" else {0: "batch_size"}
+
+    class _Wrapped(nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            out = self.model(**dict(zip(names, args)), return_dict=True)
+            return out.last_hidden_state if kind == "base" else out.logits
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
+        staged = Path(tmp) / target.name
+        was_training = hf_model.training
+        hf_model.train(False)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer notes about constant shapes; the axes are dynamic
+                torch.onnx.export(
+                    _Wrapped(hf_model).float(),
+                    tuple(inputs[n] for n in names),
+                    str(staged),
+                    input_names=names,
+                    output_names=[output],
+                    dynamic_axes=axes,
+                    opset_version=17,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+        except Exception as exc:
+            raise ModelLoadError(f"cannot export the model to ONNX: {type(exc).__name__}: {exc}") from exc
+        finally:
+            hf_model.train(was_training)
+        os.replace(staged, target)
+    logger.info("exported %s", target)
+    return target
+
+
+class OnnxBody(nn.Module):
+    """An ONNX Runtime session that stands in for the transformers body: called with the tokenizer's
+    tensors, it returns an object with ``last_hidden_state`` (base) or ``logits`` (classifier), as
+    the transformers model does.
+
+    Args:
+        path: the ``.onnx`` file.
+        config: the transformers config of the model (read for ``num_labels``, limits, ...).
+        provider: an ONNX Runtime execution provider (default: CUDA when available, else CPU).
+    """
+
+    def __init__(self, path: Path, config: Any, *, provider: str | None = None) -> None:
+        super().__init__()
+        ort = _ort()
+        available = ort.get_available_providers()
+        if provider is None:
+            provider = (
+                "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else "CPUExecutionProvider"
+            )
+        if provider not in available:
+            raise ModelLoadError(
+                f"ONNX Runtime provider {provider!r} is not available here; available: {available}"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {path} in ONNX Runtime: {type(exc).__name__}: {exc}") from exc
+        self.path = path
+        self.provider = provider
+        self.config = config
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_name = self.session.get_outputs()[0].name
+        # nn.Module bookkeeping: where "the weights" are, for the callers that ask
+        self._where = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def forward(self, return_dict: bool = True, **features: torch.Tensor) -> SimpleNamespace:
+        """Run the session on the features the graph takes (others are ignored)."""
+        feed = {
+            n: features[n].detach().cpu().numpy().astype(np.int64, copy=False)
+            for n in self.input_names
+            if n in features
+        }
+        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        (out,) = self.session.run([self.output_name], feed)
+        tensor = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+        return SimpleNamespace(last_hidden_state=tensor, logits=tensor)
+
+
+def resolve_onnx_file(
+    model_folder: Path,
+    model_kwargs: Mapping[str, Any] | None,
+    *,
+    export: Any,
+) -> Path:
+    """The ``.onnx`` file to load: ``model_kwargs["file_name"]`` (relative to the folder, or under
+    ``onnx/``), else ``onnx/model.onnx``, exported first with ``export(path)`` when missing.
+
+    Raises:
+        ModelLoadError: a named file that does not exist.
+    """
+    kwargs = dict(model_kwargs or {})
+    name = kwargs.get("file_name")
+    if name is not None:
+        for base in (model_folder, model_folder / "onnx", onnx_folder(model_folder)):
+            candidate = base / str(name)
+            if candidate.is_file():
+                return candidate
+        raise ModelLoadError(
+            f"no ONNX file {name!r} in {model_folder} (or its onnx/ folder); export it first, e.g. with "
+            "vectorstore.export_optimized_onnx_model / export_dynamic_quantized_onnx_model"
+        )
+    for candidate in (model_folder / "onnx" / "model.onnx", onnx_folder(model_folder) / "model.onnx"):
+        if candidate.is_file():
+            return candidate
+    return export(onnx_folder(model_folder) / "model.onnx")
+
+
+def _model_parts(model: Any) -> tuple[Any, Path, Kind]:
+    """(transformers body, folder, kind) of one of our SentenceTransformer / CrossEncoder objects."""
+    from vectorstore.models.cross_encoder import CrossEncoder
+    from vectorstore.models.sentence_transformer import SentenceTransformer
+
+    if isinstance(model, SentenceTransformer):
+        return model, Path(model.model_path), "base"
+    if isinstance(model, CrossEncoder):
+        return model, Path(model.model_path), "sequence-classification"
+    raise InvalidInputError(
+        f"expected a vectorstore SentenceTransformer or CrossEncoder, got {type(model).__name__}"
+    )
+
+
+def _source_onnx(model: Any, folder: Path) -> Path:
+    body = getattr(model, "onnx_body", None)
+    if body is not None and body.path.name == "model.onnx":
+        return Path(body.path)
+    return model.export_onnx()
+
+
+def _out_dir(folder: Path, model_name_or_path: str | os.PathLike[str] | None) -> Path:
+    return Path(model_name_or_path) / "onnx" if model_name_or_path is not None else onnx_folder(folder)
+
+
+def export_optimized_onnx_model(
+    model: Any,
+    optimization_config: str = "O2",
+    model_name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    file_suffix: str | None = None,
+) -> Path:
+    """Write ``onnx/model_<level>.onnx``: ONNX Runtime's graph optimisations at Optimum's levels.
+
+    O1: basic graph optimisations; O2: + transformer fusions (attention, layer norm, GELU); O3: + GELU
+    approximation; O4: + float16 weights (for GPUs). Load the result with
+    ``model_kwargs={"file_name": "onnx/model_O2.onnx"}``.
+
+    Args:
+        model: a SentenceTransformer or CrossEncoder (any backend).
+        optimization_config: ``"O1"`` .. ``"O4"``.
+        model_name_or_path: the model folder to write into (default: the model's own folder).
+        file_suffix: the file is ``model_<suffix>.onnx`` (default: the level).
+
+    Returns:
+        the written file.
+    """
+    if optimization_config not in OPTIMIZATION_LEVELS:
+        raise InvalidInputError(
+            f"optimization_config must be one of {OPTIMIZATION_LEVELS}, got {optimization_config!r}"
+        )
+    ort = _ort()
+    obj, folder, kind = _model_parts(model)
+    source = _source_onnx(obj, folder)
+    out = _out_dir(folder, model_name_or_path) / f"model_{file_suffix or optimization_config}.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, tempfile.TemporaryDirectory(dir=out.parent, prefix=".opt-") as tmp:
+        staged = Path(tmp) / out.name
+        if optimization_config == "O1":
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            opts.optimized_model_filepath = str(staged)
+            ort.InferenceSession(str(source), sess_options=opts, providers=["CPUExecutionProvider"])
+        else:
+            from onnxruntime.transformers.fusion_options import FusionOptions
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            config = obj.auto_model.config if kind == "base" else obj.model.config
+            fusion = FusionOptions("bert")
+            fusion.enable_gelu_approximation = optimization_config in ("O3", "O4")
+            optimized = optimize_model(
+                str(source),
+                model_type="bert",
+                num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                hidden_size=int(getattr(config, "hidden_size", 0) or 0),
+                optimization_options=fusion,
+                opt_level=1,
+                use_gpu=False,
+            )
+            if optimization_config == "O4":
+                optimized.convert_float_to_float16(keep_io_types=True)
+            optimized.save_model_to_file(str(staged))
+        os.replace(staged, out)
+    return out
+
+
+def export_dynamic_quantized_onnx_model(
+    model: Any,
+    quantization_config: str = "avx512_vnni",
+    model_name_or_path: str | os.PathLike[str] | None = None,
+    *,
+    file_suffix: str | None = None,
+) -> Path:
+    """Write ``onnx/model_qint8_<config>.onnx``: int8 weights, activations quantised at run time.
+
+    The preset names are sentence-transformers' / Optimum's (``arm64``, ``avx2``, ``avx512``,
+    ``avx512_vnni``) and name the file; every preset writes signed int8 weights with per-channel
+    scales, which ONNX Runtime runs on each of those instruction sets. (Optimum's ``avx2`` preset also
+    reduces weights to 7 bits; measured on an AVX2 CPU that dropped the worst cosine to fp32 on STS
+    sentences to 0.76, against 0.987 per-channel, so it is not used.) Load with
+    ``model_kwargs={"file_name": "onnx/model_qint8_avx512_vnni.onnx"}``.
+
+    Returns:
+        the written file.
+    """
+    if quantization_config not in QUANTIZATION_CONFIGS:
+        raise InvalidInputError(
+            f"quantization_config must be one of {QUANTIZATION_CONFIGS}, got {quantization_config!r}"
+        )
+    _ort()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    obj, folder, _ = _model_parts(model)
+    source = _source_onnx(obj, folder)
+    out = _out_dir(folder, model_name_or_path) / f"model_qint8_{file_suffix or quantization_config}.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, tempfile.TemporaryDirectory(dir=out.parent, prefix=".q8-") as tmp:
+        staged = Path(tmp) / out.name
+        quantize_dynamic(
+            str(source),
+            str(staged),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=False,
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
+        os.replace(staged, out)
+    return out
