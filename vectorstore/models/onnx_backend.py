@@ -230,14 +230,13 @@ def resolve_onnx_file(
 
 
 def _model_parts(model: Any) -> tuple[Any, Path, Kind]:
-    """(transformers body, folder, kind) of one of our SentenceTransformer / CrossEncoder objects."""
-    from vectorstore.models.cross_encoder import CrossEncoder
-    from vectorstore.models.sentence_transformer import SentenceTransformer
-
-    if isinstance(model, SentenceTransformer):
-        return model, Path(model.model_path), "base"
-    if isinstance(model, CrossEncoder):
-        return model, Path(model.model_path), "sequence-classification"
+    """(model, folder, kind) of one of our SentenceTransformer / CrossEncoder objects (recognised by
+    their methods: the model modules import this one, so it does not import them)."""
+    if callable(getattr(model, "export_onnx", None)) and hasattr(model, "model_path"):
+        if hasattr(model, "auto_model") and callable(getattr(model, "encode", None)):
+            return model, Path(model.model_path), "base"
+        if callable(getattr(model, "predict", None)) and hasattr(model, "num_labels"):
+            return model, Path(model.model_path), "sequence-classification"
     raise InvalidInputError(
         f"expected a vectorstore SentenceTransformer or CrossEncoder, got {type(model).__name__}"
     )
