@@ -7,6 +7,9 @@ No cross-encoder ships in any package here, so the model is the bundled all-Mini
 randomly initialised one-label classification head: the size and speed of the usual MiniLM-L6
 rerankers (``cross-encoder/ms-marco-MiniLM-L6-v2``), meaningless scores.
 
+3. With onnxruntime: ``query(rerank_k=50)`` p50 with the torch cross-encoder vs our ONNX fp32 and
+   dynamic-int8 exports of it, alternating per query.
+
     python benchmarks/rerank.py [--pairs 2000] [--rounds 3] [--docs 5000] [--queries 100]
 """
 
@@ -108,6 +111,7 @@ def main() -> None:
             t = time.perf_counter()
             col.query(queries, k=10, rerank=True, rerank_k=50)
             batched = (time.perf_counter() - t) * 1000 / len(queries)
+            onnx_rows = _onnx_rerank(col, ours, folder, queries)
         p50p, p50r = pct(plain, 0.5), pct(reranked, 0.5)
         print(
             f"query latency over {len(docs)} docs, k=10: plain p50 {p50p:.1f} ms, rerank_k=50 p50 {p50r:.1f} ms "
@@ -118,7 +122,40 @@ def main() -> None:
             f"predict() alone on the same 50 pairs: p50 {pct(by_hand, 0.5):.1f} ms, so the stage itself costs "
             f"{p50r - p50p - pct(by_hand, 0.5):.1f} ms p50 beyond the cross-encoder"
         )
+        for line in onnx_rows:
+            print(line)
+
+
+def _onnx_rerank(col: object, torch_ce: object, folder: Path, queries: list[str]) -> list[str]:
+    """query(rerank_k=50) p50 with the torch cross-encoder vs ONNX fp32 and dynamic int8, alternating."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return ["onnxruntime not installed: ONNX rerank rows skipped"]
+    import vectorstore as vs
+
+    fp32 = vs.CrossEncoder(folder, backend="onnx")
+    vs.export_dynamic_quantized_onnx_model(fp32, "avx2", str(folder))
+    int8 = vs.CrossEncoder(folder, backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"})
+    models = {"torch": torch_ce, "onnx fp32": fp32, "onnx int8": int8}
+    times: dict[str, list[float]] = {n: [] for n in models}
+    names = list(models)
+    for i, q in enumerate(queries):
+        for j in range(len(names)):
+            name = names[(i + j) % len(names)]
+            t = time.perf_counter()
+            col.query(q, k=10, rerank=models[name], rerank_k=50)  # type: ignore[attr-defined]
+            times[name].append((time.perf_counter() - t) * 1000)
+    base = pct(times["torch"], 0.5)
+    return [
+        f"query(rerank_k=50) p50 with the {n} cross-encoder: {pct(times[n], 0.5):.1f} ms "
+        f"({pct(times[n], 0.5) / base:.2f}x torch)"
+        for n in names
+    ]
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()
