@@ -216,3 +216,19 @@ def test_python_dash_m_works(tmp_path):
     )
     assert proc.returncode == 0 and "ingest" in proc.stdout and "dedupe" in proc.stdout
     assert shutil.which("vectorstore") is not None or Path(_entry_point()[0]).exists()
+
+
+def test_vacuum_command(tmp_path):
+    import numpy as np
+
+    import vectorstore as vs
+
+    with vs.Store(tmp_path / "s") as store:
+        col = store.create_collection("v", model=None, embedding_dim=32, index="exact")
+        col.add(ids=[str(i) for i in range(3000)], embeddings=np.random.default_rng(0).standard_normal((3000, 32)))
+        col.delete(ids=[str(i) for i in range(2900)])
+    out = run("vacuum", str(tmp_path / "s")).stdout
+    assert out.startswith(f"vacuumed {tmp_path / 's'}: ") and "MB given back" in out
+    assert float(out.split(": ")[1].split()[0]) > 0.1  # 2,900 vectors of 128 bytes and their rows
+    with vs.Store(tmp_path / "s") as store:
+        assert store.get_collection("v").count() == 100

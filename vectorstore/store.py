@@ -413,6 +413,48 @@ class Store:
 
         return verify_store(self, repair=repair)
 
+    def vacuum(self) -> int:
+        """Give the space of deleted and replaced rows back to the file system (SQLite ``VACUUM``,
+        after a WAL checkpoint); returns the bytes the database files shrank by.
+
+        Deletes and updates leave free pages inside the SQLite file, which later writes reuse but
+        which the file never returns on its own. ``VACUUM`` rewrites the database compactly in one
+        transaction: a crash midway leaves the old file whole. It needs free disk space about the
+        size of the database and blocks writers (other processes' too) while it runs; queries of
+        this process keep answering from the index state.
+
+        Raises:
+            ReadOnlyStoreError: the store is open read-only.
+            StorageError: the database is not SQLite, or the vacuum failed (nothing is lost).
+        """
+        self._check_open()
+        self._life.check_writable()
+        if self.engine.dialect.name != "sqlite" or self.path is None:
+            raise StorageError(
+                f"vacuum is implemented for SQLite stores; this one is {self.engine.dialect.name}"
+            )
+        files = [self.path / name for name in (DB_FILE, DB_FILE + "-wal")]
+
+        def size() -> int:
+            return sum(f.stat().st_size for f in files if f.is_file())
+
+        before = size()
+        with self._lock:
+            try:
+                with self.engine.connect() as conn:
+                    raw = conn.connection.dbapi_connection
+                    assert raw is not None
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    raw.execute("VACUUM")
+                    raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except Exception as exc:
+                from vectorstore.db.engine import database_error
+
+                raise database_error(exc, "vacuuming the database", str(files[0])) from exc
+        after = size()
+        logger.info("vacuum of %s: %d -> %d bytes", files[0], before, after)
+        return max(before - after, 0)
+
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""
         self._check_open()

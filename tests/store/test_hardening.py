@@ -432,3 +432,38 @@ def test_a_store_whose_files_are_not_writable_opens_read_only(tmp_path):
     finally:
         for p in [path, *path.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_vacuum_gives_deleted_space_back_and_keeps_every_record(tmp_path):
+    import sqlite3
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "store"
+    with vs.Store(path) as store:
+        col = store.create_collection("v", model=None, embedding_dim=64, index="exact")
+        vecs = rng.standard_normal((6000, 64)).astype(np.float32)
+        ids = [f"r{i}" for i in range(len(vecs))]
+        col.add(ids=ids, embeddings=vecs, documents=[f"document number {i} " * 8 for i in range(len(vecs))])
+        col.delete(ids=ids[:5000])
+        db = path / vs.store.DB_FILE
+        size_before = db.stat().st_size + (path / (vs.store.DB_FILE + "-wal")).stat().st_size
+        freed = store.vacuum()
+        size_after = db.stat().st_size + (path / (vs.store.DB_FILE + "-wal")).stat().st_size
+        assert freed == size_before - size_after
+        assert size_after < size_before / 2  # most rows were deleted
+        q = rng.standard_normal((3, 64)).astype(np.float32)
+        hits = col.query(query_embeddings=q, k=5)  # the open collection still answers
+        truth = np.argsort(-exact_scores("cosine", q, vecs[5000:]), axis=1)[:, :5]
+        assert [[h.id for h in row] for row in hits] == [[ids[5000 + j] for j in row] for row in truth]
+        col.add(ids=["new"], embeddings=vecs[:1])  # and takes writes
+    with vs.Store(path) as store:
+        assert store.get_collection("v").count() == 1001
+        assert store.verify().ok
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_vacuum_refuses_a_read_only_store(tmp_path):
+    with vs.Store(tmp_path / "s") as store:
+        store.create_collection("v", model=None, embedding_dim=4, index="exact")
+    with vs.Store(tmp_path / "s", read_only=True) as store, pytest.raises(vs.ReadOnlyStoreError):
+        store.vacuum()

@@ -1,4 +1,4 @@
-"""The ``vectorstore`` command: demo, ingest, query, info, verify, eval, dedupe.
+"""The ``vectorstore`` command: demo, ingest, query, info, verify, vacuum, eval, dedupe.
 
 User errors (bad input, missing store or collection, unreadable files) print one line to stderr and
 exit with status 1; wrong usage exits with 2 (argparse); Ctrl-C exits with 130. No tracebacks for

@@ -248,6 +248,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- vacuum
+def _cmd_vacuum(args: argparse.Namespace) -> int:
+    with _existing_store(args.store) as store:
+        freed = store.vacuum()
+    print(f"vacuumed {args.store}: {freed / 2**20:.1f} MB given back")
+    return 0
+
+
 # ---------------------------------------------------------------------- verify
 def _cmd_verify(args: argparse.Namespace) -> int:
     with _existing_store(args.store) as store:
@@ -462,6 +470,10 @@ def add_parsers(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("vacuum", help="give the space of deleted and replaced records back to the disk")
+    p.add_argument("store")
+    p.set_defaults(func=_cmd_vacuum)
 
     p = sub.add_parser(
         "eval",
