@@ -42,7 +42,7 @@ import numpy as np
 from _common import pct
 
 import vectorstore as vs
-from vectorstore.beir import BeirData, load_beir, mrr_at_k, ndcg_at_k, recall_at_k
+from vectorstore.beir import BeirData, ingest_corpus, load_beir, mrr_at_k, ndcg_at_k, recall_at_k
 
 K = 100
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +52,7 @@ def _ingest(store: vs.Store, data: BeirData) -> tuple[Any, Any, float, np.ndarra
     ids = list(data.corpus)
     docs = [data.document(d) for d in ids]
     exact = store.get_or_create_collection("beir-exact", index="exact")
-    ingest_s = float("nan")
-    if exact.count() != len(ids):
-        t = time.perf_counter()
-        exact.upsert(ids=ids, documents=docs)
-        exact.wait_until_indexed()
-        ingest_s = time.perf_counter() - t
+    ingest_s = ingest_corpus(exact, data) if exact.count() != len(ids) else float("nan")
     vecs = np.asarray(exact.get(ids=ids, include=["embeddings"]).embeddings, dtype=np.float32)
     hnsw = store.get_or_create_collection("beir-hnsw", index="faiss-hnsw")
     if hnsw.count() != len(ids):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -100,3 +101,21 @@ def write_st_folder(
         st_cfg["similarity_fn_name"] = similarity_fn_name
     (folder / "config_sentence_transformers.json").write_text(json.dumps(st_cfg))
     return folder
+
+
+def bm25s_scores(
+    docs: dict[Any, list[str]], query: list[str], k1: float = 1.2, b: float = 0.75
+) -> dict[Any, float]:
+    """The reference BM25: ``bm25s`` (``method="lucene"``) over the given term lists; key -> score for
+    every document (0 where no query term occurs). Repeated query terms count once."""
+    import bm25s
+    import numpy as np
+
+    keys = list(docs)
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(t, len(vocab)) for t in docs[key]] for key in keys]
+    ref = bm25s.BM25(method="lucene", k1=k1, b=b)
+    ref.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
+    q = [vocab[t] for t in dict.fromkeys(query) if t in vocab]
+    scores = ref.get_scores(q) if q else np.zeros(len(keys))
+    return dict(zip(keys, np.asarray(scores, dtype=np.float64).tolist()))

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -177,7 +177,6 @@ class ModeFigures:
     p50_ms: float
     p99_ms: float
     queries: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_run(name: str, run: Run, qrels: Qrels, times_s: Sequence[float]) -> ModeFigures:

@@ -48,7 +48,6 @@ def minmax(scores: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def weighted(
-    keys: np.ndarray,
     vector_scores: np.ndarray,
     keyword_scores: np.ndarray,
     vector_range: tuple[float, float],
@@ -63,7 +62,7 @@ def weighted(
     does not match the keyword query (NaN keyword score) gets 0 from that leg.
 
     Returns:
-        the fused score of each of ``keys``.
+        the fused score of each position.
     """
     v = minmax(np.nan_to_num(vector_scores, nan=-np.inf), *vector_range)
     kw = minmax(np.nan_to_num(keyword_scores, nan=-np.inf), *keyword_range)

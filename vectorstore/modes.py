@@ -123,7 +123,7 @@ def hybrid_stage(
         else:
             v_range = (float(v_scores.min()), float(v_scores.max())) if len(v_scores) else (0.0, 0.0)
             k_range = (0.0, float(kw_scores.max())) if len(kw_scores) else (0.0, 0.0)
-            fused = fuse.weighted(union, u_vec, u_kw, v_range, k_range, alpha=alpha)
+            fused = fuse.weighted(u_vec, u_kw, v_range, k_range, alpha=alpha)
         order = np.lexsort((union, -np.nan_to_num(u_vec, nan=-np.inf), -fused))[:k]
         rows.append((union[order], u_vec[order], u_kw[order], fused[order]))
     return ModeResults.from_rows(rows, k, with_fusion=True)

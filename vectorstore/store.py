@@ -323,19 +323,19 @@ class Store:
     def _get_collection(
         self, name: str, model: Any, index: Any, metric: Any, embedding_dim: Any
     ) -> Collection:
-        with self._lock:
-            if name in self._collections:
-                col = self._collections[name][0]
-                self._check_config(col.config, model, index, metric, embedding_dim, name)
-                return col
-            with read_tx(self.engine) as conn:
-                found = Repository.get_collection(conn, name)
-            if found is None:
-                raise CollectionNotFoundError(f"no collection named {name!r}")
-            cid, stored, created_at = found
-            config = CollectionConfig.from_dict(stored)
-            self._check_config(config, model, index, metric, embedding_dim, name)
-            return self._open(name, cid, config, created_at)
+        """The open (or newly opened) collection, its config checked; the caller holds the lock."""
+        if name in self._collections:
+            col = self._collections[name][0]
+            self._check_config(col.config, model, index, metric, embedding_dim, name)
+            return col
+        with read_tx(self.engine) as conn:
+            found = Repository.get_collection(conn, name)
+        if found is None:
+            raise CollectionNotFoundError(f"no collection named {name!r}")
+        cid, stored, created_at = found
+        config = CollectionConfig.from_dict(stored)
+        self._check_config(config, model, index, metric, embedding_dim, name)
+        return self._open(name, cid, config, created_at)
 
     @staticmethod
     def _check_config(

@@ -9,21 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import bm25s_scores
 from vectorstore.keyword import BM25Index
 
 bm25s = pytest.importorskip("bm25s")
-
-
-def _reference_scores(docs: dict[int, list[str]], query: list[str], k1: float = 1.2, b: float = 0.75):
-    """bm25s (method="lucene") over the same terms: key -> score for every document."""
-    keys = sorted(docs)
-    vocab: dict[str, int] = {}
-    ids = [[vocab.setdefault(t, len(vocab)) for t in docs[key]] for key in keys]
-    ref = bm25s.BM25(method="lucene", k1=k1, b=b)
-    ref.index(bm25s.tokenization.Tokenized(ids=ids, vocab=vocab), show_progress=False)
-    q = [vocab[t] for t in dict.fromkeys(query) if t in vocab]
-    scores = ref.get_scores(q) if q else np.zeros(len(keys))
-    return dict(zip(keys, np.asarray(scores, dtype=np.float64).tolist()))
 
 
 def _ours(ix: BM25Index, query: list[str]) -> dict[int, float]:
@@ -59,7 +48,7 @@ def test_scores_equal_bm25s_on_a_random_corpus():
     ix.add(list(docs), list(docs.values()))
     for _ in range(20):
         query = list(rng.choice(words, size=int(rng.integers(1, 6))))
-        want = {k: v for k, v in _reference_scores(docs, query).items() if v > 0}
+        want = {k: v for k, v in bm25s_scores(docs, query).items() if v > 0}
         got = _ours(ix, query)
         assert got.keys() == want.keys()
         for key, value in want.items():
@@ -130,7 +119,7 @@ def test_any_sequence_of_writes_scores_like_a_fresh_index(ops):
         for key in want:
             assert got[key] == pytest.approx(want[key], rel=1e-9)
         if live and any(live.values()):
-            ref = {k: v for k, v in _reference_scores(live, query).items() if v > 0}
+            ref = {k: v for k, v in bm25s_scores(live, query).items() if v > 0}
             assert got.keys() == ref.keys()
 
 

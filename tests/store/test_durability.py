@@ -152,21 +152,30 @@ def test_damaged_index_files_are_rebuilt(tmp_path, damage, caplog):
     _check_answers(path, vecs)  # the rebuilt files were saved and load cleanly
 
 
+def _write_behind_saved_files(path: Path, writes) -> None:
+    """Run ``writes`` on collection "c", then put back the index files saved before them: the files
+    are stale (older than the change log), not damaged."""
+    saved = {p: p.read_bytes() for p in (path / "indexes").rglob("*") if p.is_file()}
+    with vs.Store(path) as store:
+        writes(store.get_collection("c"))
+    for p in list((path / "indexes").rglob("*")):
+        if p.is_file() and p not in saved:
+            p.unlink()
+    for p, data in saved.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+
 def test_stale_index_catches_up_from_change_log(tmp_path):
     path = tmp_path / "s"
     vecs = _fill(path)
-    saved = {p: p.read_bytes() for p in (path / "indexes").rglob("*") if p.is_file()}
     more = np.random.default_rng(4).standard_normal((50, DIM)).astype(np.float32)
-    with vs.Store(path) as store:
-        col = store.get_collection("c")
+
+    def writes(col) -> None:
         col.add(ids=[f"n{i}" for i in range(50)], embeddings=more)
         col.delete(ids=["0", "1"])
-    for p, data in saved.items():  # put the old (stale) index files back
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
-    for p in (path / "indexes").rglob("*"):
-        if p.is_file() and p not in saved:
-            p.unlink()
+
+    _write_behind_saved_files(path, writes)
     with vs.Store(path) as store:
         col = store.get_collection("c")
         assert col._state.index.sequence < col._state.applied_seq or len(col._state.index) == 448
@@ -258,19 +267,14 @@ def test_catch_up_replays_the_log_instead_of_rebuilding(tmp_path, monkeypatch):
 
     path = tmp_path / "s"
     vecs = _fill(path)
-    saved = {p: p.read_bytes() for p in (path / "indexes").rglob("*") if p.is_file()}
     more = np.random.default_rng(5).standard_normal((30, DIM)).astype(np.float32)
-    with vs.Store(path) as store:
-        col = store.get_collection("c")
+
+    def writes(col) -> None:
         col.add(ids=[f"n{i}" for i in range(30)], embeddings=more)
         col.delete(ids=["3"])
         col.update(ids=["4"], embeddings=more[:1] * -1)
-    for p in list((path / "indexes").rglob("*")):
-        if p.is_file() and p not in saved:
-            p.unlink()
-    for p, data in saved.items():
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(data)
+
+    _write_behind_saved_files(path, writes)
 
     def no_rebuild(self):
         raise AssertionError("rebuilt instead of replaying the change log")

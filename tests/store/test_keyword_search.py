@@ -17,7 +17,7 @@ import pytest
 
 import vectorstore as vs
 from indexers.scoring import exact_scores
-from tests.helpers import build_tiny_bert
+from tests.helpers import bm25s_scores, build_tiny_bert
 from vectorstore.errors import InvalidInputError
 from vectorstore.keyword import Analyzer
 
@@ -64,18 +64,11 @@ def _docs(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def reference(ids: list[str], docs: list[str | None], query: str) -> dict[str, float]:
-    """bm25s (Lucene BM25, k1=1.2, b=0.75) over the analyzer's terms of the stored documents."""
+    """bm25s (Lucene BM25, k1=1.2, b=0.75) over the analyzer's terms of the stored documents: id ->
+    score of every document that matches."""
     a = Analyzer()
-    pairs = [(i, a.terms(d)) for i, d in zip(ids, docs) if d is not None]
-    vocab: dict[str, int] = {}
-    tok = [[vocab.setdefault(t, len(vocab)) for t in terms] for _, terms in pairs]
-    ref = bm25s.BM25(method="lucene", k1=1.2, b=0.75)
-    ref.index(bm25s.tokenization.Tokenized(ids=tok, vocab=vocab), show_progress=False)
-    q = [vocab[t] for t in dict.fromkeys(a.terms(query)) if t in vocab]
-    if not q:
-        return {}
-    scores = np.asarray(ref.get_scores(q), dtype=np.float64)
-    return {pairs[i][0]: float(s) for i, s in enumerate(scores) if s > 0}
+    terms = {i: a.terms(d) for i, d in zip(ids, docs) if d is not None}
+    return {i: s for i, s in bm25s_scores(terms, a.terms(query)).items() if s > 0}
 
 
 def check_keyword_hits(hits, want: dict[str, float], k: int) -> None:

@@ -134,7 +134,3 @@ class Analyzer:
         else:  # pragma: no cover - snowballstemmer fallback
             stems = [self._stem.stemWord(w) for w in keep]
         cache.update(zip(keep, stems))
-
-    def config(self) -> dict[str, Any]:
-        """The settings, as stored in a collection's config."""
-        return {"stemmer": self.stemmer, "stopwords": sorted(self.stopwords), "min_length": self.min_length}

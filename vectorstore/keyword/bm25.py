@@ -139,7 +139,6 @@ class BM25Index:
 
     def _merge(self) -> None:
         """Rebuild the CSR postings from the live documents: buffer merged, dead slots dropped."""
-        n_terms = len(self._vocab)
         counts = np.diff(self._indptr)
         rows = [np.repeat(np.arange(len(counts), dtype=np.int64), counts)]
         cols = [self._slots.astype(np.int64)]
@@ -164,14 +163,7 @@ class BM25Index:
         self._alive = np.ones(len(old_live), dtype=bool)
         self._n_slots = len(old_live)
         self._slot_of = {int(k): i for i, k in enumerate(self._keys.tolist())}
-        c = new_of_old[c]
-        counts = np.bincount(r, minlength=n_terms)
-        order = np.lexsort((c, r))
-        self._indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._slots = c[order].astype(np.int32)
-        self._tf = f[order].astype(np.float32)
-        self._buffer = {}
-        self._buffered = 0
+        self._build(r, new_of_old[c], f)
 
     # ------------------------------------------------------------------ reads
     def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
@@ -252,7 +244,3 @@ class BM25Index:
             keys, scores = keys[part], scores[part]
         order = np.lexsort((keys, -scores))[:k]
         return keys[order], scores[order], extra
-
-    def score_keys(self, terms: Sequence[str], keys: np.ndarray) -> np.ndarray:
-        """BM25 score of each of ``keys`` (NaN for a key that does not match or is not indexed)."""
-        return self.search_scoring(terms, 1, None, np.asarray(keys, dtype=np.int64))[2]

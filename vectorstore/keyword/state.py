@@ -9,6 +9,7 @@ and a crash can lose nothing: there is no keyword state on disk to tear.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
@@ -23,6 +24,7 @@ from vectorstore.db.engine import read_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository
 from vectorstore.db.schema import records
+from vectorstore.keyword.analyzer import Analyzer
 from vectorstore.keyword.bm25 import BM25Index
 from vectorstore.keyword.settings import KeywordSettings
 
@@ -55,13 +57,18 @@ class KeywordState:
         self.engine = engine
         self.collection_id = collection_id
         self.settings = settings
-        self.analyzer = settings.analyzer()
         self._reader = reader
         self._name = name
         self._lock = threading.RLock()
         self._index: BM25Index | None = None
         self._applied_seq = 0
         self._seen_version: int | None = None
+
+    @functools.cached_property
+    def analyzer(self) -> Analyzer:
+        """The collection's analyzer, made on first use (collections never searched by keyword do
+        not load a stemmer)."""
+        return self.settings.analyzer()
 
     @property
     def built(self) -> bool:
@@ -140,10 +147,6 @@ class KeywordState:
         return [
             index.search_scoring(self.analyzer.terms(t), k, allowed, keys) for t, keys in zip(texts, also)
         ]
-
-    def score_keys(self, text: str, keys: np.ndarray) -> np.ndarray:
-        """BM25 score of ``text`` for each key (NaN where its document does not match)."""
-        return self.index().score_keys(self.analyzer.terms(text), keys)
 
     def discard(self) -> None:
         """Drop the in-memory index (it is rebuilt on the next keyword query)."""

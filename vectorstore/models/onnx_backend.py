@@ -11,13 +11,14 @@ a temporary name and renamed into place, so a crash never leaves a half-written 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -93,6 +94,17 @@ def onnx_folder(model_folder: Path) -> Path:
     return _cache_root() / f"{model_folder.name}-{digest}" / "onnx"
 
 
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target``; renamed onto it when the block succeeds (one writer at a
+    time in this process), so a crash or an error never leaves a half-written model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _LOCK, tempfile.TemporaryDirectory(dir=target.parent, prefix=".staged-") as tmp:
+        staged = Path(tmp) / target.name
+        yield staged
+        os.replace(staged, target)
+
+
 def _dummy_inputs(tokenizer: Any, input_names: list[str]) -> dict[str, torch.Tensor]:
     enc = tokenizer(
         ["a short example", "another, slightly longer example input"], padding=True, return_tensors="pt"
@@ -121,9 +133,7 @@ def export_onnx(hf_model: Any, tokenizer: Any, target: Path, *, kind: Kind) -> P
             out = self.model(**dict(zip(names, args)), return_dict=True)
             return out.last_hidden_state if kind == "base" else out.logits
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK, tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
-        staged = Path(tmp) / target.name
+    with _staged(target) as staged:
         was_training = hf_model.training
         hf_model.train(False)
         try:
@@ -144,7 +154,6 @@ def export_onnx(hf_model: Any, tokenizer: Any, target: Path, *, kind: Kind) -> P
             raise ModelLoadError(f"cannot export the model to ONNX: {type(exc).__name__}: {exc}") from exc
         finally:
             hf_model.train(was_training)
-        os.replace(staged, target)
     logger.info("exported %s", target)
     return target
 
@@ -249,8 +258,13 @@ def _source_onnx(model: Any, folder: Path) -> Path:
     return model.export_onnx()
 
 
-def _out_dir(folder: Path, model_name_or_path: str | os.PathLike[str] | None) -> Path:
-    return Path(model_name_or_path) / "onnx" if model_name_or_path is not None else onnx_folder(folder)
+def _variant(
+    model: Any, model_name_or_path: str | os.PathLike[str] | None, file_name: str
+) -> tuple[Any, Kind, Path, Path]:
+    """(model, kind, the fp32 ONNX file to start from, the variant file to write) for an export."""
+    obj, folder, kind = _model_parts(model)
+    out_dir = Path(model_name_or_path) / "onnx" if model_name_or_path is not None else onnx_folder(folder)
+    return obj, kind, _source_onnx(obj, folder), out_dir / file_name
 
 
 def export_optimized_onnx_model(
@@ -280,12 +294,10 @@ def export_optimized_onnx_model(
             f"optimization_config must be one of {OPTIMIZATION_LEVELS}, got {optimization_config!r}"
         )
     ort = _ort()
-    obj, folder, kind = _model_parts(model)
-    source = _source_onnx(obj, folder)
-    out = _out_dir(folder, model_name_or_path) / f"model_{file_suffix or optimization_config}.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK, tempfile.TemporaryDirectory(dir=out.parent, prefix=".opt-") as tmp:
-        staged = Path(tmp) / out.name
+    obj, kind, source, out = _variant(
+        model, model_name_or_path, f"model_{file_suffix or optimization_config}.onnx"
+    )
+    with _staged(out) as staged:
         if optimization_config == "O1":
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -310,7 +322,6 @@ def export_optimized_onnx_model(
             if optimization_config == "O4":
                 optimized.convert_float_to_float16(keep_io_types=True)
             optimized.save_model_to_file(str(staged))
-        os.replace(staged, out)
     return out
 
 
@@ -340,12 +351,10 @@ def export_dynamic_quantized_onnx_model(
     _ort()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    obj, folder, _ = _model_parts(model)
-    source = _source_onnx(obj, folder)
-    out = _out_dir(folder, model_name_or_path) / f"model_qint8_{file_suffix or quantization_config}.onnx"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _LOCK, tempfile.TemporaryDirectory(dir=out.parent, prefix=".q8-") as tmp:
-        staged = Path(tmp) / out.name
+    _, _, source, out = _variant(
+        model, model_name_or_path, f"model_qint8_{file_suffix or quantization_config}.onnx"
+    )
+    with _staged(out) as staged:
         quantize_dynamic(
             str(source),
             str(staged),
@@ -354,5 +363,4 @@ def export_dynamic_quantized_onnx_model(
             reduce_range=False,
             op_types_to_quantize=["MatMul", "Gemm"],
         )
-        os.replace(staged, out)
     return out
