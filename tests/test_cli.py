@@ -225,10 +225,17 @@ def test_vacuum_command(tmp_path):
 
     with vs.Store(tmp_path / "s") as store:
         col = store.create_collection("v", model=None, embedding_dim=32, index="exact")
-        col.add(ids=[str(i) for i in range(3000)], embeddings=np.random.default_rng(0).standard_normal((3000, 32)))
+        col.add(
+            ids=[str(i) for i in range(3000)], embeddings=np.random.default_rng(0).standard_normal((3000, 32))
+        )
         col.delete(ids=[str(i) for i in range(2900)])
     out = run("vacuum", str(tmp_path / "s")).stdout
     assert out.startswith(f"vacuumed {tmp_path / 's'}: ") and "MB given back" in out
     assert float(out.split(": ")[1].split()[0]) > 0.1  # 2,900 vectors of 128 bytes and their rows
     with vs.Store(tmp_path / "s") as store:
         assert store.get_collection("v").count() == 100
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "s" / vs.store.DB_FILE)
+    assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # the deleted rows' pages are gone
+    db.close()

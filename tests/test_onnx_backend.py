@@ -37,12 +37,21 @@ def onnx_model(minilm_copy, torch_model):
 
 def test_onnx_fp32_equals_torch_within_1e_4(dev_sentences, torch_model, onnx_model, minilm_copy):
     assert (minilm_copy / "onnx" / "model.onnx").is_file()  # exported once, under sentence-transformers' name
+    assert (
+        onnx_model.onnx_body is not None and onnx_model.onnx_body.path == minilm_copy / "onnx" / "model.onnx"
+    )
+    assert torch_model.onnx_body is None
     sents = dev_sentences[:200]
     a = torch_model.encode(sents, batch_size=32)
     b = onnx_model.encode(sents, batch_size=32)
     assert np.abs(a - b).max() < 1e-4
     # the whole encode signature behaves the same
-    for kw in ({"normalize_embeddings": True}, {"prompt": "query: "}, {"truncate_dim": 64}, {"precision": "int8"}):
+    for kw in (
+        {"normalize_embeddings": True},
+        {"prompt": "query: "},
+        {"truncate_dim": 64},
+        {"precision": "int8"},
+    ):
         x, y = torch_model.encode(sents[:20], **kw), onnx_model.encode(sents[:20], **kw)
         if kw.get("precision"):
             assert (np.abs(x.astype(int) - y.astype(int)) <= 1).all()
@@ -58,7 +67,9 @@ def test_onnx_fp32_equals_torch_within_1e_4(dev_sentences, torch_model, onnx_mod
 def test_graph_optimisations_keep_parity(dev_sentences, torch_model, onnx_model, minilm_copy, level):
     path = vs.export_optimized_onnx_model(onnx_model, level, str(minilm_copy))
     assert path == minilm_copy / "onnx" / f"model_{level}.onnx"
-    opt = vs.SentenceTransformer(str(minilm_copy), backend="onnx", model_kwargs={"file_name": f"onnx/model_{level}.onnx"})
+    opt = vs.SentenceTransformer(
+        str(minilm_copy), backend="onnx", model_kwargs={"file_name": f"onnx/model_{level}.onnx"}
+    )
     sents = dev_sentences[:100]
     diff = np.abs(torch_model.encode(sents) - opt.encode(sents)).max()
     # O3 approximates GELU: close but not bit-faithful; O1 / O2 are exact rewrites
@@ -115,7 +126,9 @@ def test_cross_encoder_onnx_fp32_and_int8(tmp_path):
     onnx_ce = vs.CrossEncoder(str(folder), device="cpu", backend="onnx")
     assert np.abs(torch_ce.predict(pairs) - onnx_ce.predict(pairs)).max() < 1e-4
     vs.export_dynamic_quantized_onnx_model(onnx_ce, "avx2", str(folder))
-    q8 = vs.CrossEncoder(str(folder), backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"})
+    q8 = vs.CrossEncoder(
+        str(folder), backend="onnx", model_kwargs={"file_name": "onnx/model_qint8_avx2.onnx"}
+    )
     a, b = torch_ce.predict(pairs), q8.predict(pairs)
     assert np.corrcoef(a, b)[0, 1] > 0.98
 
@@ -128,7 +141,9 @@ def test_read_only_model_folders_export_into_the_cache(tmp_path, monkeypatch, mi
     monkeypatch.setenv("VECTORSTORE_CACHE", str(tmp_path / "cache"))
     real_access = backend.os.access
     # chmod cannot stop root (CI runs as root), so the folder is made to look read-only instead
-    monkeypatch.setattr(backend.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    monkeypatch.setattr(
+        backend.os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode)
+    )
     m = vs.SentenceTransformer(str(ro), backend="onnx")
     assert str(m.onnx_body.path).startswith(str(tmp_path / "cache"))
     assert not (ro / "onnx").exists()
