@@ -5,6 +5,9 @@ It is the oracle every other backend is tested against, and the right choice for
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,11 +87,7 @@ class ExactIndex(BaseIndex):
     def _use_torch(self) -> bool:
         if self.options["device"] == "cpu" or self.metric == "manhattan":
             return False
-        try:
-            import torch
-        except ImportError:
-            return False
-        return bool(torch.cuda.is_available())
+        return _cuda_available(explicit=self.options["device"] == "cuda")
 
     def _chunk_scores(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
         if self.metric in ("cosine", "dot"):
@@ -139,3 +138,18 @@ class ExactIndex(BaseIndex):
                 )
             self._table.check_blocks(np.load(files["blocks"], allow_pickle=False))
         self._set_loaded_keys(keys)
+
+
+@functools.cache
+def _cuda_available(explicit: bool) -> bool:
+    """Whether torch sees a CUDA device. With ``device="auto"`` torch (seconds to import) is imported
+    only where it already is or where an NVIDIA driver is present, so CPU-only processes never pay it."""
+    driver = os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+    if not explicit and not driver and "torch" not in sys.modules:
+        return False
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+

@@ -127,11 +127,16 @@ class Collection:
     @property
     def model(self) -> SentenceTransformer:
         """The embedding model (loaded on first use)."""
+        return self._models.encoder(
+            self._require_model(), self.config.model_backend, self.config.model_kwargs
+        )
+
+    def _require_model(self) -> str:
         if self.model_name is None:
             raise InvalidInputError(
                 f"collection {self.name!r} has no model; pass embeddings= / query_embeddings= instead of text"
             )
-        return self._models.encoder(self.model_name, self.config.model_backend, self.config.model_kwargs)
+        return self.model_name
 
     @property
     def reranker(self) -> CrossEncoder | None:
@@ -540,7 +545,10 @@ class Collection:
             bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
             if bad:
                 raise InvalidInputError(f"queries must be strings; item {bad[0]} is {texts[bad[0]]!r:.60}")
-            vecs = np.asarray(self.model.encode_query(texts, show_progress_bar=False), dtype=np.float32)
+            encoder = self._models.query_encoder(
+                self._require_model(), self.config.model_backend, self.config.model_kwargs
+            )
+            vecs = np.asarray(encoder.encode_query(texts, show_progress_bar=False), dtype=np.float32)
             vecs = vecs.reshape(len(texts), -1)
             return check_embeddings(vecs, len(texts), self.dim, metric=self.metric), texts, single
         try:

@@ -16,6 +16,7 @@ from vectorstore.errors import CollectionConfigError, InvalidInputError
 
 if TYPE_CHECKING:
     from vectorstore.models.cross_encoder import CrossEncoder
+    from vectorstore.models.onnx_encoder import OnnxEncoder
     from vectorstore.models.sentence_transformer import SentenceTransformer
 
 __all__ = ["ModelCache"]
@@ -38,6 +39,7 @@ class ModelCache:
         self.encoders: dict[str, SentenceTransformer] = {}
         self._variants: dict[tuple[str, str, str], SentenceTransformer] = {}
         self.cross_encoders: dict[str, CrossEncoder] = {}
+        self._light: dict[tuple[str, str, str], OnnxEncoder | None] = {}
         self._lock = threading.RLock()
 
     def encoder(
@@ -57,6 +59,32 @@ class ModelCache:
                     name, device=self.device, backend=backend, model_kwargs=dict(model_kwargs or {})
                 )
             return self._variants[key]
+
+    def query_encoder(
+        self, name: str, backend: str = "torch", model_kwargs: Mapping[str, Any] | None = None
+    ) -> SentenceTransformer | OnnxEncoder:
+        """What embeds query texts for ``name``: the loaded full encoder when there is one; with
+        ``backend="onnx"`` and an exported ONNX file, otherwise the light :class:`OnnxEncoder` (no
+        torch or transformers import, same vectors); else the full encoder, loaded now."""
+        with self._lock:
+            key = (name, backend, json.dumps(dict(model_kwargs or {}), sort_keys=True))
+            full = (
+                self.encoders.get(name)
+                if backend == "torch" and not model_kwargs
+                else self._variants.get(key)
+            )
+            if full is not None:
+                return full
+            if backend == "onnx":
+                if key not in self._light:
+                    from vectorstore.models.onnx_encoder import OnnxEncoder
+                    from vectorstore.models.resolve import resolve_model_path
+
+                    self._light[key] = OnnxEncoder.load(resolve_model_path(name).path, model_kwargs)
+                light = self._light[key]
+                if light is not None:
+                    return light
+            return self.encoder(name, backend, model_kwargs)
 
     def cross_encoder(self, name: str) -> CrossEncoder:
         """The cross-encoder for ``name``, loaded on first use."""

@@ -311,7 +311,7 @@ class Store:
         with self._lock:
             col = self._get_collection(name, model, index, metric, embedding_dim)
             if model_backend is not None or model_kwargs is not None:
-                from vectorstore.models.onnx_backend import check_backend
+                from vectorstore.models.onnx_files import check_backend
 
                 col.config = dataclasses.replace(
                     col.config,

@@ -125,7 +125,7 @@ class CrossEncoder(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from vectorstore.models.onnx_backend import check_backend
+        from vectorstore.models.onnx_files import check_backend
 
         self.backend = check_backend(backend)
         self.model_kwargs = dict(model_kwargs or {})
@@ -146,7 +146,8 @@ class CrossEncoder(nn.Module):
         target = resolve_device(device)
         self.tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
         if self.backend == "onnx":
-            from vectorstore.models.onnx_backend import OnnxBody, resolve_onnx_file
+            from vectorstore.models.onnx_backend import OnnxBody
+            from vectorstore.models.onnx_files import resolve_onnx_file
 
             path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
             config = load_hf_config(folder, trust_remote_code=trust_remote_code)
@@ -183,7 +184,7 @@ class CrossEncoder(nn.Module):
     def export_onnx(self) -> Path:
         """Export the model to ``onnx/model.onnx`` (in its folder, or the cache when the folder is
         read-only) from the torch weights; returns the file."""
-        from vectorstore.models.onnx_backend import onnx_folder
+        from vectorstore.models.onnx_files import onnx_folder
 
         return self._export_to(onnx_folder(Path(self.model_path)) / "model.onnx")
 

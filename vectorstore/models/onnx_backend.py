@@ -12,13 +12,12 @@ a temporary name and renamed into place, so a crash never leaves a half-written 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -28,6 +27,13 @@ import torch
 from torch import nn
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
+from vectorstore.models.onnx_files import (
+    BACKENDS,
+    check_backend,
+    inference_session,
+    onnx_folder,
+    onnx_runtime,
+)
 
 __all__ = [
     "BACKENDS",
@@ -43,55 +49,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx", "openvino")
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
 QUANTIZATION_CONFIGS = ("arm64", "avx2", "avx512", "avx512_vnni")
 Kind = Literal["base", "sequence-classification"]
 _LOCK = threading.Lock()
-
-
-def check_backend(backend: str) -> str:
-    """Validate a ``backend=`` argument; raises a clear error naming the extra to install.
-
-    Raises:
-        InvalidInputError: an unknown backend.
-        ModelLoadError: the backend's runtime is not installed.
-    """
-    if backend not in BACKENDS:
-        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "onnx":
-        _ort()
-    elif backend == "openvino":
-        raise ModelLoadError(
-            "backend='openvino' is not available in this build: install vectorstore[openvino] "
-            "once it ships; use backend='onnx' (pip install 'vectorstore[onnx]') meanwhile"
-        )
-    return backend
-
-
-def _ort() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ModelLoadError(
-            "backend='onnx' needs ONNX Runtime: pip install 'vectorstore[onnx]' (onnxruntime and onnx)"
-        ) from exc
-    return onnxruntime
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("VECTORSTORE_CACHE")
-    return Path(env) / "onnx" if env else Path.home() / ".cache" / "vectorstore" / "onnx"
-
-
-def onnx_folder(model_folder: Path) -> Path:
-    """Where this model's ONNX files live: ``<folder>/onnx`` when writable (or already holding a
-    model), else a cache folder named by the model folder's path."""
-    inside = model_folder / "onnx"
-    if any(inside.glob("*.onnx")) or os.access(model_folder, os.W_OK):
-        return inside
-    digest = hashlib.sha256(str(model_folder.resolve()).encode()).hexdigest()[:16]
-    return _cache_root() / f"{model_folder.name}-{digest}" / "onnx"
 
 
 @contextlib.contextmanager
@@ -171,22 +132,7 @@ class OnnxBody(nn.Module):
 
     def __init__(self, path: Path, config: Any, *, provider: str | None = None) -> None:
         super().__init__()
-        ort = _ort()
-        available = ort.get_available_providers()
-        if provider is None:
-            provider = (
-                "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else "CPUExecutionProvider"
-            )
-        if provider not in available:
-            raise ModelLoadError(
-                f"ONNX Runtime provider {provider!r} is not available here; available: {available}"
-            )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
-        except Exception as exc:
-            raise ModelLoadError(f"cannot load {path} in ONNX Runtime: {type(exc).__name__}: {exc}") from exc
+        self.session, provider = inference_session(path, provider)
         self.path = path
         self.provider = provider
         self.config = config
@@ -207,35 +153,6 @@ class OnnxBody(nn.Module):
         (out,) = self.session.run([self.output_name], feed)
         tensor = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
         return SimpleNamespace(last_hidden_state=tensor, logits=tensor)
-
-
-def resolve_onnx_file(
-    model_folder: Path,
-    model_kwargs: Mapping[str, Any] | None,
-    *,
-    export: Any,
-) -> Path:
-    """The ``.onnx`` file to load: ``model_kwargs["file_name"]`` (relative to the folder, or under
-    ``onnx/``), else ``onnx/model.onnx``, exported first with ``export(path)`` when missing.
-
-    Raises:
-        ModelLoadError: a named file that does not exist.
-    """
-    kwargs = dict(model_kwargs or {})
-    name = kwargs.get("file_name")
-    if name is not None:
-        for base in (model_folder, model_folder / "onnx", onnx_folder(model_folder)):
-            candidate = base / str(name)
-            if candidate.is_file():
-                return candidate
-        raise ModelLoadError(
-            f"no ONNX file {name!r} in {model_folder} (or its onnx/ folder); export it first, e.g. with "
-            "vectorstore.export_optimized_onnx_model / export_dynamic_quantized_onnx_model"
-        )
-    for candidate in (model_folder / "onnx" / "model.onnx", onnx_folder(model_folder) / "model.onnx"):
-        if candidate.is_file():
-            return candidate
-    return export(onnx_folder(model_folder) / "model.onnx")
 
 
 def _model_parts(model: Any) -> tuple[Any, Path, Kind]:
@@ -293,7 +210,7 @@ def export_optimized_onnx_model(
         raise InvalidInputError(
             f"optimization_config must be one of {OPTIMIZATION_LEVELS}, got {optimization_config!r}"
         )
-    ort = _ort()
+    ort = onnx_runtime()
     obj, kind, source, out = _variant(
         model, model_name_or_path, f"model_{file_suffix or optimization_config}.onnx"
     )
@@ -348,7 +265,7 @@ def export_dynamic_quantized_onnx_model(
         raise InvalidInputError(
             f"quantization_config must be one of {QUANTIZATION_CONFIGS}, got {quantization_config!r}"
         )
-    _ort()
+    onnx_runtime()
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _, _, source, out = _variant(

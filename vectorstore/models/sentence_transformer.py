@@ -94,7 +94,7 @@ class SentenceTransformer(nn.Module):
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        from vectorstore.models.onnx_backend import check_backend
+        from vectorstore.models.onnx_files import check_backend
 
         self.backend = check_backend(backend)
         self.model_kwargs = dict(model_kwargs or {})
@@ -160,7 +160,8 @@ class SentenceTransformer(nn.Module):
         self._transformer_dir = transformer_dir
         self._weights_dtype = dtype
         if self.backend == "onnx":
-            from vectorstore.models.onnx_backend import OnnxBody, resolve_onnx_file
+            from vectorstore.models.onnx_backend import OnnxBody
+            from vectorstore.models.onnx_files import resolve_onnx_file
 
             path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
             config = load_hf_config(transformer_dir, trust_remote_code=self.trust_remote_code)
@@ -203,7 +204,7 @@ class SentenceTransformer(nn.Module):
     def export_onnx(self) -> Path:
         """Export the transformer body to ``onnx/model.onnx`` (in the model folder, or the cache when
         the folder is read-only) from the torch weights; returns the file."""
-        from vectorstore.models.onnx_backend import onnx_folder
+        from vectorstore.models.onnx_files import onnx_folder
 
         return self._export_to(onnx_folder(Path(self.model_path)) / "model.onnx")
 

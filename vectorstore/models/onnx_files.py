@@ -1,0 +1,131 @@
+"""The torch-free half of the ONNX backend: which backends exist, where a model's ONNX files are,
+and an ONNX Runtime session on the chosen provider.
+
+Nothing here imports torch or transformers, so a query that runs an existing ONNX file (the
+light encoder of :mod:`vectorstore.models.onnx_encoder`) starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vectorstore.errors import InvalidInputError, ModelLoadError
+
+__all__ = [
+    "BACKENDS",
+    "check_backend",
+    "exported_onnx",
+    "inference_session",
+    "onnx_folder",
+    "onnx_runtime",
+    "resolve_onnx_file",
+]
+
+BACKENDS = ("torch", "onnx", "openvino")
+
+
+def check_backend(backend: str) -> str:
+    """Validate a ``backend=`` argument; raises a clear error naming the extra to install.
+
+    Raises:
+        InvalidInputError: an unknown backend.
+        ModelLoadError: the backend's runtime is not installed.
+    """
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "onnx":
+        onnx_runtime()
+    elif backend == "openvino":
+        raise ModelLoadError(
+            "backend='openvino' is not available in this build: install vectorstore[openvino] "
+            "once it ships; use backend='onnx' (pip install 'vectorstore[onnx]') meanwhile"
+        )
+    return backend
+
+
+def onnx_runtime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ModelLoadError(
+            "backend='onnx' needs ONNX Runtime: pip install 'vectorstore[onnx]' (onnxruntime and onnx)"
+        ) from exc
+    return onnxruntime
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("VECTORSTORE_CACHE")
+    return Path(env) / "onnx" if env else Path.home() / ".cache" / "vectorstore" / "onnx"
+
+
+def onnx_folder(model_folder: Path) -> Path:
+    """Where this model's ONNX files live: ``<folder>/onnx`` when writable (or already holding a
+    model), else a cache folder named by the model folder's path."""
+    inside = model_folder / "onnx"
+    if any(inside.glob("*.onnx")) or os.access(model_folder, os.W_OK):
+        return inside
+    digest = hashlib.sha256(str(model_folder.resolve()).encode()).hexdigest()[:16]
+    return _cache_root() / f"{model_folder.name}-{digest}" / "onnx"
+
+
+def inference_session(path: Path, provider: str | None = None) -> tuple[Any, str]:
+    """An ONNX Runtime session for ``path`` with every graph optimisation, and the provider it runs
+    on (default: CUDA when onnxruntime sees a GPU, else CPU).
+
+    Raises:
+        ModelLoadError: the provider is not available, or the file does not load.
+    """
+    ort = onnx_runtime()
+    available = ort.get_available_providers()
+    if provider is None:
+        provider = "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else "CPUExecutionProvider"
+    if provider not in available:
+        raise ModelLoadError(
+            f"ONNX Runtime provider {provider!r} is not available here; available: {available}"
+        )
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load {path} in ONNX Runtime: {type(exc).__name__}: {exc}") from exc
+    return session, provider
+
+
+def resolve_onnx_file(
+    model_folder: Path,
+    model_kwargs: Mapping[str, Any] | None,
+    *,
+    export: Any,
+) -> Path:
+    """The ``.onnx`` file to load: ``model_kwargs["file_name"]`` (relative to the folder, or under
+    ``onnx/``), else ``onnx/model.onnx``, exported first with ``export(path)`` when missing.
+
+    Raises:
+        ModelLoadError: a named file that does not exist.
+    """
+    kwargs = dict(model_kwargs or {})
+    name = kwargs.get("file_name")
+    if name is not None:
+        for base in (model_folder, model_folder / "onnx", onnx_folder(model_folder)):
+            candidate = base / str(name)
+            if candidate.is_file():
+                return candidate
+        raise ModelLoadError(
+            f"no ONNX file {name!r} in {model_folder} (or its onnx/ folder); export it first, e.g. with "
+            "vectorstore.export_optimized_onnx_model / export_dynamic_quantized_onnx_model"
+        )
+    found = exported_onnx(model_folder)
+    return found if found is not None else export(onnx_folder(model_folder) / "model.onnx")
+
+
+def exported_onnx(model_folder: Path) -> Path | None:
+    """The model's fp32 ``onnx/model.onnx`` (in the folder or the export cache), or None."""
+    for candidate in (model_folder / "onnx" / "model.onnx", onnx_folder(model_folder) / "model.onnx"):
+        if candidate.is_file():
+            return candidate
+    return None
