@@ -8,6 +8,7 @@ with no recall promise of its own.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -87,6 +88,9 @@ class USearchIndex(BaseIndex):
 
     def _new_index(self) -> Index:
         self._expansion = self.options["expansion_search"]
+        # expansion_search is index state: a search that sets it runs alone, so concurrent searches
+        # (readers share the store's lock) never use another's setting
+        self._search_lock = threading.Lock()
         return Index(
             ndim=self.dim,
             metric="hamming" if self._binary else _METRICS[self.metric],
@@ -144,11 +148,13 @@ class USearchIndex(BaseIndex):
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, len(self))
         expansion = max(self.options["expansion_search"], kk)
-        if expansion != self._expansion:
-            self._index.expansion_search = self._expansion = expansion
-        # threads=0 (USearch's pool, also its default) even for one query: threads=1 is faster only on
-        # tiny indexes and measurably slower on large ones (benchmarks/indexers.py).
-        m = self._index.search(self._prepare(queries, "queries"), kk, threads=0)
+        prepared = self._prepare(queries, "queries")
+        with self._search_lock:
+            if expansion != self._expansion:
+                self._index.expansion_search = self._expansion = expansion
+            # threads=0 (USearch's pool, also its default) even for one query: threads=1 is faster only
+            # on tiny indexes and measurably slower on large ones (benchmarks/indexers.py).
+            m = self._index.search(prepared, kk, threads=0)
         if m.keys.ndim == 1:  # one query: USearch returns only the matches it found, best first
             keys = m.keys.astype(np.int64)[None, :]
             scores = self._to_scores(m.distances)[None, :]

@@ -91,6 +91,7 @@ class Collection:
         self._models = models
         self._life = life if life is not None else Lifecycle(f"collection {name!r}")
         self._writer = RecordWriter(engine, collection_id, config.dim, name)
+        self._writer.on_commit = self._state.own_commit
         self._matching = MatchingKeys(collection_id, state.reader)
         self._keyword = KeywordState(engine, collection_id, config.keyword, state.reader, name)
 
@@ -282,7 +283,8 @@ class Collection:
             committed = self._writer.commit_while_encoding(
                 self.model, id_list, docs, metas, mode, show_progress_bar
             )
-        self._state.catch_up(known=committed.known)
+        self._state.catch_up(known=committed.known, index_now=True)
+        self._state.wait_for_backlog()
         return AddResult(id_list, skipped, committed.counts)
 
     def update(

@@ -35,7 +35,7 @@ def ingest_duplicates(
     """Positions of ``vectors`` that duplicate a stored record or an earlier kept position."""
     found: dict[int, SkippedDocument] = {}
     state.catch_up()
-    with state.lock:
+    with state.lock.read():
         if len(state):
             cand = state.search(vectors, 8, None)
             keys, scores = pipeline.rescore(metric, state, vectors, cand, 1)
@@ -94,7 +94,7 @@ def join(
     # record of the join would make the join quadratic in the pending count.
     state.drain()
     allowed: np.ndarray | None = None
-    with state.lock:
+    with state.lock.read():
         if where or where_document:
             keys = matching(where, where_document)
             keys = allowed = np.sort(keys[state.contains(keys)])
@@ -103,7 +103,7 @@ def join(
     dim = state.spec.dim
 
     def vectors_for(ks: np.ndarray) -> np.ndarray:
-        with state.lock:
+        with state.lock.read():
             present = state.contains(ks)
             if present.all():
                 return state.get_vectors(ks)
@@ -113,7 +113,7 @@ def join(
             return out
 
     def search(queries: np.ndarray, n: int) -> np.ndarray:
-        with state.lock:
+        with state.lock.read():
             return state.search(np.nan_to_num(queries), n, allowed)
 
     batches = self_join(
@@ -132,7 +132,7 @@ def join(
 
 
 def _ids_of(state: IndexState, keys: np.ndarray) -> dict[int, str]:
-    with state.lock:
+    with state.lock.read():
         records = state.hydrate(np.unique(keys).tolist())
     return {key: rec.id for key, rec in records.items()}
 

@@ -13,7 +13,6 @@ methods (search, vectors, membership, hydration); its index objects are not reac
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import threading
 import time
@@ -27,12 +26,14 @@ from sqlalchemy import Engine
 import indexers
 from indexers import BaseIndex, IndexSpec
 from indexers.exact import ExactIndex
-from indexers.scoring import exact_scores, top_k
+from indexers.scoring import exact_scores, normalize_rows, top_k
 from vectorstore.db.engine import read_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository, StoredRecord, hydrate_stmt
 from vectorstore.derived_files import has_saved_files, load_pair, save_pair
 from vectorstore.errors import DiskFullError, IncompatibleIndexError, IndexCorruptedError, IndexSaveError
+from vectorstore.pending import PendingVectors
+from vectorstore.rwlock import RWLock
 
 __all__ = ["IndexState"]
 
@@ -48,7 +49,18 @@ CLOSE_TIMEOUT_S = 5.0  # how long close() keeps indexing pending vectors before 
 # New vectors up to this many are indexed inside the write; more go to a background indexer, and
 # queries scan the not-yet-indexed ones exactly so no acknowledged record is ever missed.
 SYNC_INDEX_MAX = 2_000
-_INDEX_CHUNK = 1_000
+_INDEX_CHUNK = 1_000  # vectors per insert when nothing waits (drain, close)
+# The background indexer holds the lock for about this long per insert, so a query waits at most
+# about this long behind it; the chunk size follows the measured insert rate.
+_INDEX_SLICE_S = 0.004
+_MIN_CHUNK, _MAX_CHUNK = 1, 1_000
+# A write waits (after its commit) while more than this many vectors wait for the background
+# indexer: the exact scan of pending vectors, which every query pays, stays bounded.
+BACKLOG_MAX = 20_000
+_BUSY_WAIT_S = 0.02  # how long a query's catch-up waits for the write lock before serving as is
+_SAVE_ATTEMPTS = 20  # drain-then-save rounds while changes keep arriving
+_YIELD_S = 0.004
+_OWN_WAIT_S = 0.5  # at most this long a query waits for this process's writer to apply its commit
 
 
 class IndexState:
@@ -75,14 +87,21 @@ class IndexState:
         self.collection_id = collection_id
         self.spec = spec
         self.directory = directory
-        self.lock = threading.RLock()
+        self.lock = RWLock()
         self.index: BaseIndex = indexers.make_index(spec)
         # Full-precision vectors (raw, as stored in SQLite) for exact rescoring and exact filtered search.
         self.vectors: ExactIndex = ExactIndex(spec.dim, "dot")
         self.applied_seq = 0
         self.saved_seq = 0
-        self.pending: set[int] = set()  # keys in the vector cache, not yet in the ANN index
+        self.pending = PendingVectors(spec.dim)  # keys in the vector cache, not yet in the ANN index
         self._indexer: threading.Thread | None = None
+        self._indexer_guard = threading.Lock()
+        self._chunk = _MIN_CHUNK * 4  # vectors per index slice, adapted to the measured insert rate
+        self._last_change = 0.0
+        # add/upsert commits of this process that it has not applied yet: a query waits for the writer
+        # to apply them (milliseconds, from the vectors in hand) rather than read them back itself
+        self._own = threading.Condition()
+        self._own_unapplied = 0
         self._seen_version: int | None = None
         self._retry_save_at = 0.0  # after a failed automatic save, when to try again (monotonic time)
         # Files trusted by their unchanged stat are checksummed in the background after a load; until
@@ -123,7 +142,7 @@ class IndexState:
     def rebuild(self) -> None:
         """Build index and vector cache from every stored vector, then save them (a failed save is
         logged and retried later: the state serves from memory meanwhile)."""
-        with self.lock:
+        with self.lock.write():
             index = indexers.make_index(self.spec)
             vectors = ExactIndex(self.spec.dim, "dot")
             with read_tx(self.engine, "reading stored vectors to rebuild the index") as conn:
@@ -161,15 +180,15 @@ class IndexState:
                 if self._stop.is_set():
                     return  # stopped early: still unverified (close() saves nothing over them)
                 part.verify_pending()
-            with self.lock:
+            with self.lock.write():
                 if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
                     self._unverified = False
         except IndexCorruptedError as exc:
-            with self.lock:
+            with self.lock.write():
                 if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
                     self.recover(exc)  # clears the flag: the rebuilt index is sound
         except Exception as exc:  # e.g. a file gone meanwhile: not verifiable, so not trusted
-            with self.lock:
+            with self.lock.write():
                 if self.index is parts[0] or self.vectors in parts:
                     self.recover(exc)
 
@@ -187,7 +206,7 @@ class IndexState:
     def recover(self, exc: BaseException) -> None:
         """A derived file turned out damaged after it was loaded: log it and rebuild from SQLite."""
         logger.error("collection %d: %s; rebuilding the index from SQLite", self.collection_id, exc)
-        with self.lock:
+        with self.lock.write():
             self._unverified = False
             self.rebuild()
 
@@ -202,97 +221,188 @@ class IndexState:
             )
 
     # ------------------------------------------------------------------ keeping up
-    def catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None = None) -> int:
+    def catch_up(
+        self,
+        known: tuple[np.ndarray, np.ndarray, int] | None = None,
+        *,
+        index_now: bool = False,
+        wait: bool = True,
+    ) -> int:
         """Apply committed changes newer than what this process has applied; returns how many keys changed.
 
         ``known``: (keys, vectors, seq) this process just committed (its changes end at ``seq``), so those
         vectors need not be read back from SQLite — unless a later change to the same key came after.
-        """
-        with self.lock:
-            try:
-                return self._catch_up(known)
-            except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
-                self.recover(exc)
-                return 0
+        ``index_now``: insert up to :data:`SYNC_INDEX_MAX` new vectors into the ANN index before
+        returning (a write pays for its own small batches, in slices that let queries in); otherwise,
+        as on the query path, they are left to the background indexer and scanned exactly until it
+        has them — a query never inserts into the graph.
+        ``wait=False`` (the query path): when the state is busy for longer than a slice (a save in
+        progress), return without applying; the query then answers from the state as it was, which
+        already holds every write this process acknowledged.
 
-    def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None) -> int:
-        with self.lock:
+        The changed rows are read from SQLite before the lock is taken, so queries keep running
+        while a large batch written by another process is read.
+        """
+        try:
+            return self._catch_up(known, index_now, wait)
+        except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
+            self.recover(exc)
+            return 0
+        finally:
+            if known is not None:
+                self._own_applied()
+
+    def own_commit(self) -> None:
+        """The writer's hook (``RecordWriter.on_commit``): one of this process's add/upsert
+        transactions has just committed; the write's ``catch_up(known=...)`` marks it applied. A
+        query meanwhile waits for that (milliseconds) instead of reading the batch back itself."""
+        with self._own:
+            self._own_unapplied += 1
+            self._own.notify_all()
+
+    def _own_applied(self) -> None:
+        with self._own:
+            self._own_unapplied = max(self._own_unapplied - 1, 0)
+            self._own.notify_all()
+
+    def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None, index_now: bool, wait: bool) -> int:
+        if not wait:
+            with self._own:  # a commit of this process is about to be applied by its writer
+                self._own.wait_for(lambda: self._own_unapplied == 0, timeout=_OWN_WAIT_S)
+        while True:
             # SQLite bumps data_version when any other connection commits: an unchanged value means
             # there is nothing to read, which keeps this check off the query's critical path.
             version = self.reader.data_version()
             if version is not None and version == self._seen_version:
                 return 0
-            with read_tx(self.engine, "reading the change log") as conn:
-                newest, last = Repository.changed_keys_since(conn, self.collection_id, self.applied_seq)
+            start = self.applied_seq
+            changes = self._read_changes(start, known)
+            if changes is None:
+                self._seen_version = version  # a hint only: a later commit changes the version again
+                return 0
+            if not self.lock.acquire_write(None if wait else _BUSY_WAIT_S):
+                return 0  # busy saving: serve the state as it is; the next query applies these
+            try:
+                if self.applied_seq != start:
+                    continue  # another thread applied changes meanwhile: read again from the new seq
                 self._seen_version = version
-                if not last:
-                    return 0
-                upserts = np.fromiter((k for k, (op, _) in last.items() if op == "u"), dtype=np.int64)
-                keys = np.empty(0, np.int64)
-                vecs = np.empty((0, self.spec.dim), np.float32)
-                if known is not None and len(known[0]) and len(upserts):
-                    order = np.argsort(known[0])
-                    sorted_known = known[0][order]
-                    pos = np.minimum(np.searchsorted(sorted_known, upserts), len(sorted_known) - 1)
-                    last_seq = np.fromiter(
-                        (last[k][1] for k in upserts.tolist()), dtype=np.int64, count=len(upserts)
-                    )
-                    hit = (sorted_known[pos] == upserts) & (last_seq <= known[2])
-                    keys, vecs = upserts[hit], known[1][order[pos[hit]]]
-                    upserts = upserts[~hit]
-                if len(upserts):
-                    more = Repository.vectors_for(conn, upserts.tolist(), self.spec.dim)
-                    self._report_damaged(more.bad_keys)
-                    keys = np.concatenate([keys, more.keys])
-                    vecs = np.concatenate([vecs, more.vectors])
-            touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
-            self.index.remove(touched)
-            self.vectors.remove(touched)
-            self.pending.difference_update(last.keys())
-            if len(keys):
-                self.vectors.add(keys, vecs)
-                self.pending.update(keys.tolist())
-            self.applied_seq = newest
-            if len(self.pending) <= SYNC_INDEX_MAX:
-                self._index_some(len(self.pending))
-            else:
+                changed = self._apply_changes(*changes)
+            finally:
+                self.lock.release_write()
+            if index_now and len(self.pending) <= SYNC_INDEX_MAX:
+                self.drain()
+            if self.pending:
                 self._start_indexer()
-            self._maybe_persist()
-            return len(last)
+            elif self._save_due():
+                self._start_indexer()  # the background thread saves
+            return changed
+
+    def _read_changes(
+        self, since: int, known: tuple[np.ndarray, np.ndarray, int] | None
+    ) -> tuple[int, dict[int, tuple[str, int]], np.ndarray, np.ndarray] | None:
+        """(newest seq, key -> (op, seq), upserted keys, their vectors) committed after ``since``."""
+        with read_tx(self.engine, "reading the change log") as conn:
+            newest, last = Repository.changed_keys_since(conn, self.collection_id, since)
+            if not last:
+                return None
+            upserts = np.fromiter((k for k, (op, _) in last.items() if op == "u"), dtype=np.int64)
+            keys = np.empty(0, np.int64)
+            vecs = np.empty((0, self.spec.dim), np.float32)
+            if known is not None and len(known[0]) and len(upserts):
+                order = np.argsort(known[0])
+                sorted_known = known[0][order]
+                pos = np.minimum(np.searchsorted(sorted_known, upserts), len(sorted_known) - 1)
+                last_seq = np.fromiter(
+                    (last[k][1] for k in upserts.tolist()), dtype=np.int64, count=len(upserts)
+                )
+                hit = (sorted_known[pos] == upserts) & (last_seq <= known[2])
+                keys, vecs = upserts[hit], known[1][order[pos[hit]]]
+                upserts = upserts[~hit]
+            if len(upserts):
+                more = Repository.vectors_for(conn, upserts.tolist(), self.spec.dim)
+                self._report_damaged(more.bad_keys)
+                keys = np.concatenate([keys, more.keys])
+                vecs = np.concatenate([vecs, more.vectors])
+        return newest, last, keys, vecs
+
+    def _apply_changes(
+        self, newest: int, last: dict[int, tuple[str, int]], keys: np.ndarray, vecs: np.ndarray
+    ) -> int:
+        """Apply read changes (caller holds the write lock)."""
+        touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
+        touched = touched[self.vectors.contains_many(touched)]  # new keys are in neither
+        self.index.remove(touched)
+        self.vectors.remove(touched)
+        self.pending.discard(last.keys())
+        if len(keys):
+            self.vectors.add(keys, vecs)
+            self.pending.add(keys.tolist())
+        self.applied_seq = newest
+        self._last_change = time.monotonic()
+        return len(last)
 
     # ------------------------------------------------------------------ background indexing
     def _index_some(self, n: int) -> int:
-        """Move up to ``n`` pending vectors into the ANN index (caller holds or takes the lock)."""
-        with self.lock:
+        """Move up to ``n`` pending vectors into the ANN index, under the write lock."""
+        with self.lock.write():
             if not self.pending or n <= 0:
                 return 0
-            keys = np.fromiter(itertools.islice(self.pending, n), dtype=np.int64)
+            keys = self.pending.oldest(n)
             self.index.add(keys, self.vectors.get_vectors(keys))
-            self.pending.difference_update(keys.tolist())
+            self.pending.mark_indexed(keys)
             return len(keys)
 
     def _start_indexer(self) -> None:
-        if self._indexer is not None and self._indexer.is_alive():
-            return
-        self._indexer = threading.Thread(
-            target=self._drain_in_background, name="vectorstore-indexer", daemon=True
-        )
-        self._indexer.start()
+        """Start the background thread (indexes what is pending, then saves when a save is due)."""
+        with self._indexer_guard:
+            if self._stop.is_set() or (self._indexer is not None and self._indexer.is_alive()):
+                return
+            self._indexer = threading.Thread(
+                target=self._drain_in_background, name="vectorstore-indexer", daemon=True
+            )
+            self._indexer.start()
+
+    def _index_slice(self) -> int:
+        """Index one slice of pending vectors, sized from the measured insert rate so the write lock
+        is held about :data:`_INDEX_SLICE_S`; returns how many were indexed."""
+        t = time.perf_counter()
+        done = self._index_some(self._chunk)
+        if done:
+            rate = done / max(time.perf_counter() - t, 1e-6)
+            self._chunk = int(min(max(rate * _INDEX_SLICE_S, _MIN_CHUNK), _MAX_CHUNK))
+        return done
 
     def _drain_in_background(self) -> None:
         try:
-            while not self._stop.is_set() and self._index_some(_INDEX_CHUNK):
-                time.sleep(0.001)  # let waiting writers and queries take the lock between chunks
-            if self._stop.is_set():
-                return
-            with self.lock:
-                self._maybe_persist()
+            while not self._stop.is_set():
+                if not self._index_slice():
+                    if self._save_due():
+                        self.persist(raise_errors=False)
+                    if not self.pending:
+                        return
+                    continue
+                time.sleep(_YIELD_S)  # let waiting writers and queries take the lock between slices
         except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
             logger.exception("background indexing of collection %d failed", self.collection_id)
 
+    def wait_for_backlog(self, limit: int | None = None) -> None:
+        """Block while more than ``limit`` (default :data:`BACKLOG_MAX`) vectors wait for the
+        background indexer: writes slow down to the indexing rate instead of growing the exact scan
+        every query pays."""
+        limit = BACKLOG_MAX if limit is None else limit
+        while len(self.pending) > limit and not self._stop.is_set():
+            before = len(self.pending)
+            self._start_indexer()  # no-op while it runs
+            indexer = self._indexer
+            if indexer is None:
+                return
+            indexer.join(0.05)
+            if not indexer.is_alive() and len(self.pending) >= before:
+                return  # indexing failed (logged); the pending vectors are still scanned exactly
+
     def drain(self) -> None:
-        """Index everything pending now (used before saving)."""
-        while self._index_some(10 * _INDEX_CHUNK):
+        """Index everything pending now, in slices that let queries in between."""
+        while self._index_slice():
             pass
 
     def search(self, queries: np.ndarray, n: int, allowed: np.ndarray | None) -> np.ndarray:
@@ -306,32 +416,38 @@ class IndexState:
 
         Each part is sorted best-first; the width is ``2n`` only when pending keys were scanned.
         """
-        with self.lock:
+        with self.lock.read():
             keys, scores = self.index.search(queries, n, allowed=allowed)
             if not self.pending:
                 return keys, scores
-            pend = np.fromiter(self.pending, dtype=np.int64, count=len(self.pending))
+            pend, pend_rows = self.pending.snapshot(self._scan_rows)
             if allowed is not None:
-                pend = pend[np.isin(pend, allowed)]
+                inside = np.isin(pend, allowed)
+                pend, pend_rows = pend[inside], pend_rows[inside]
             if len(pend) == 0:
                 return keys, scores
-            extra, extra_scores = top_k(
-                exact_scores(self.spec.metric, queries, self.vectors.get_vectors(pend)), pend, n
-            )
+            if self.spec.metric == "cosine":  # the snapshot rows are unit length already
+                raw = normalize_rows(np.asarray(queries, dtype=np.float32)) @ pend_rows.T
+            else:
+                raw = exact_scores(self.spec.metric, queries, pend_rows)
+            extra, extra_scores = top_k(raw, pend, n)
             return np.concatenate([keys, extra], axis=1), np.concatenate([scores, extra_scores], axis=1)
 
-    def _maybe_persist(self) -> None:
-        if self.pending or self._unverified:
-            # the background indexer saves when it has caught up (saving now would block on it); files
-            # still being verified are not saved over (a damaged index would be saved as if sound)
-            return
+    def _scan_rows(self, keys: np.ndarray) -> np.ndarray:
+        """The rows the exact scan of pending vectors reads: stored vectors, unit length for cosine."""
+        vecs = self.vectors.get_vectors(keys)
+        return normalize_rows(vecs) if self.spec.metric == "cosine" else vecs
+
+    def _save_due(self) -> bool:
+        """Whether enough changes are unsaved for an automatic save (by the background thread)."""
+        if self.pending or self._unverified or self.directory is None or self.read_only:
+            # files still being verified are not saved over (a damaged index would be saved as if sound)
+            return False
         unsaved = self.applied_seq - max(self.saved_seq, 0)
-        if (
-            self.directory is not None
-            and unsaved >= max(_PERSIST_MIN_CHANGES, _PERSIST_FRACTION * len(self.vectors))
+        return (
+            unsaved >= max(_PERSIST_MIN_CHANGES, _PERSIST_FRACTION * len(self.vectors))
             and time.monotonic() >= self._retry_save_at
-        ):
-            self.persist(raise_errors=False)
+        )
 
     def persist(self, *, raise_errors: bool = True) -> None:
         """Save index and vector cache as one generation, tagged with the applied seq and the identity.
@@ -345,22 +461,31 @@ class IndexState:
             return
         if self._unverified and self._verifier is not threading.current_thread():
             self.wait_verified()  # never save over files whose check is still running
-        with self.lock:
-            if self.saved_seq == self.applied_seq or self._unverified:
-                return
+        damaged: IndexCorruptedError | None = None
+        for _ in range(_SAVE_ATTEMPTS):
             self.drain()
-            try:
-                save_pair(self.directory, self.index, self.vectors, self.applied_seq, self.identity)
-            except IndexCorruptedError as exc:  # found while reading the cache to save it
-                self.recover(exc)
-                return
-            except (DiskFullError, IndexSaveError) as exc:
-                self._retry_save_at = time.monotonic() + _SAVE_RETRY_S
-                if raise_errors:
-                    raise
-                logger.warning("collection %d: %s", self.collection_id, exc)
-                return
-            self.saved_seq = self.applied_seq
+            # Saving only reads the index and the cache: queries share the lock meanwhile (changes wait).
+            with self.lock.read():
+                if self.saved_seq == self.applied_seq or self._unverified:
+                    return
+                if self.pending:
+                    continue  # a change arrived after the drain: index it too, then save
+                try:
+                    save_pair(self.directory, self.index, self.vectors, self.applied_seq, self.identity)
+                except IndexCorruptedError as exc:  # found while reading the cache to save it
+                    damaged = exc
+                except (DiskFullError, IndexSaveError) as exc:
+                    self._retry_save_at = time.monotonic() + _SAVE_RETRY_S
+                    if raise_errors:
+                        raise
+                    logger.warning("collection %d: %s", self.collection_id, exc)
+                    return
+                else:
+                    self.saved_seq = self.applied_seq
+                    return
+            break
+        if damaged is not None:
+            self.recover(damaged)  # outside the read lock: the rebuild takes the write lock
 
     # ------------------------------------------------------------------ what queries read
     def __len__(self) -> int:
@@ -404,7 +529,7 @@ class IndexState:
             if thread is not None:
                 # a thread stops at its next step (one chunk of inserts, one file's checksum)
                 thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.5))
-        with self.lock:
+        with self.lock.write():
             while self.pending and (deadline is None or time.monotonic() < deadline):
                 self._index_some(_INDEX_CHUNK)
             if self.pending:
@@ -421,7 +546,7 @@ class IndexState:
     def discard(self) -> None:
         """The collection was deleted: stop indexing, never save again, release the reader."""
         self._stop.set()
-        with self.lock:
+        with self.lock.write():
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None
             self.reader.close()

@@ -129,14 +129,14 @@ def run_query(
 def _similarity_stages(
     plan: QueryPlan, state: IndexState, metric: str, matching: MatchingFn, keyword: KeywordState | None
 ) -> list[list[Hit]]:
-    state.catch_up()
+    state.catch_up(wait=False)
     q = plan.queries
     allowed = matching(plan.where, plan.where_document) if plan.filtered else None
     kw_legs = None
     if plan.mode == "keyword":
         assert keyword is not None and plan.texts is not None
         kw_legs = keyword.search(plan.texts, plan.k, allowed)
-    with state.lock:
+    with state.lock.read():
         # Work is bounded by what is stored, never by k: a k beyond the record count returns them all.
         most = max(len(state), 1)
         if plan.k > most or plan.fetch > most or plan.leg_k > most:

@@ -240,7 +240,9 @@ def test_close_is_bounded_and_the_rest_is_replayed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(index_state, "SYNC_INDEX_MAX", 10)
     monkeypatch.setattr(index_state, "_INDEX_CHUNK", 5)
-    monkeypatch.setattr(store_module, "CLOSE_TIMEOUT_S", 0.0)  # no time to index anything at close
+    # no background indexing and no time to index at close: the batch stays pending
+    monkeypatch.setattr(index_state.IndexState, "_start_indexer", lambda self: None)
+    monkeypatch.setattr(store_module, "CLOSE_TIMEOUT_S", 0.0)
     x = random_vectors(np.random.default_rng(4), 3000)
     store = vs.Store(tmp_path / "s")
     col = store.create_collection("c", model=None, embedding_dim=8, index="faiss-hnsw")

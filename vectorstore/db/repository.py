@@ -87,13 +87,11 @@ class VectorRows:
     @classmethod
     def checked(cls, rows: Sequence[Sequence[Any]], dim: int) -> VectorRows:
         """From ``(key, vector bytes, crc)`` rows; rows written before schema 2 (crc NULL) are trusted."""
-        good = [r for r in rows if r[2] is None or zlib.crc32(r[1]) == r[2]]
-        bad = (
-            [int(r[0]) for r in rows if r[2] is not None and zlib.crc32(r[1]) != r[2]]
-            if len(good) < len(rows)
-            else []
-        )
-        keys = np.array([int(r[0]) for r in good], dtype=np.int64)
+        crc = zlib.crc32
+        ok = [r[2] is None or crc(r[1]) == r[2] for r in rows]
+        good = [r for r, fine in zip(rows, ok) if fine] if not all(ok) else list(rows)
+        bad = [int(r[0]) for r, fine in zip(rows, ok) if not fine] if len(good) < len(rows) else []
+        keys = np.fromiter((r[0] for r in good), dtype=np.int64, count=len(good))
         vecs = (
             np.frombuffer(b"".join(r[1] for r in good), dtype=np.float32).reshape(len(good), dim)
             if good
@@ -345,7 +343,21 @@ class Repository:
     # ---------------------------------------------------------------- reads
     @staticmethod
     def vectors_for(conn: Connection, keys: Sequence[int], dim: int) -> VectorRows:
-        """The stored vectors of the given keys that are present, checked against their CRCs."""
+        """The stored vectors of the given keys that are present, checked against their CRCs.
+
+        Keys of one batch are mostly consecutive: a dense set is read as one key range (a primary-key
+        range scan, no bound list) and filtered here."""
+        if len(keys) > 64:
+            arr = np.asarray(keys, dtype=np.int64)
+            lo, hi = int(arr.min()), int(arr.max())
+            if hi - lo + 1 <= 2 * len(arr):
+                ranged = conn.execute(
+                    select(vectors_table.c.key, vectors_table.c.vector, vectors_table.c.crc).where(
+                        vectors_table.c.key.between(lo, hi)
+                    )
+                ).all()
+                wanted = set(arr.tolist())
+                return VectorRows.checked([r for r in ranged if r[0] in wanted], dim)
         rows: list[Any] = []
         for part in _chunks(list(keys)):
             rows.extend(

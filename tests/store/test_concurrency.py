@@ -1,0 +1,215 @@
+"""Reads beside writes: queries never wait for a save, never insert into the graph, and many threads
+writing and querying at once get exact, complete answers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import vectorstore as vs
+from indexers.scoring import exact_scores
+from tests.store.conftest import random_vectors
+from vectorstore import index_state
+from vectorstore.pending import PendingVectors
+from vectorstore.rwlock import RWLock
+
+# ---------------------------------------------------------------------- RWLock
+
+
+def test_rwlock_readers_share_writers_exclude_and_reentry_works():
+    lock = RWLock()
+    both_inside = threading.Barrier(2, timeout=10)
+
+    def reader() -> None:
+        with lock.read():
+            both_inside.wait()  # only passes if two readers hold the lock at once
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not both_inside.broken
+
+    with lock.write(), lock.write(), lock.read():  # re-entrant, and a writer may read
+        assert lock.held_by_me()
+        got = []
+        t = threading.Thread(target=lambda: got.append(lock.acquire_write(timeout=0.05)))
+        t.start()
+        t.join()
+        assert got == [False]  # another thread cannot write meanwhile
+    assert not lock.held_by_me()
+    with lock.read(), pytest.raises(RuntimeError, match="upgrade"):
+        lock.acquire_write()
+
+
+def test_rwlock_a_writer_is_not_starved_by_overlapping_readers():
+    lock = RWLock()
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            with lock.read():
+                stop.wait(0.002)
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    try:
+        assert lock.acquire_write(timeout=10)  # readers overlap all the time, yet the writer gets in
+        lock.release_write()
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+
+
+# ---------------------------------------------------------------------- PendingVectors
+
+
+def test_pending_snapshot_follows_every_change():
+    rng = np.random.default_rng(0)
+    table = {k: rng.standard_normal(4).astype(np.float32) for k in range(200)}
+    pending = PendingVectors(4)
+    model: dict[int, None] = {}
+
+    def rows(keys: np.ndarray) -> np.ndarray:
+        return np.stack([table[int(k)] for k in keys]) if len(keys) else np.empty((0, 4), np.float32)
+
+    for step in range(300):
+        action = rng.integers(4)
+        if action == 0:
+            new = [int(k) for k in rng.choice(200, 5, replace=False)]
+            pending.discard(new)  # as catch-up does: a changed key moves to the end
+            for k in new:
+                model.pop(k, None)
+            pending.add(new)
+            model.update(dict.fromkeys(new))
+        elif action == 1:
+            gone = [int(k) for k in rng.choice(200, 3, replace=False)]
+            pending.discard(gone)
+            for k in gone:
+                model.pop(k, None)
+        elif action == 2:
+            head = pending.oldest(int(rng.integers(0, 6)))
+            assert head.tolist() == list(model)[: len(head)]
+            pending.mark_indexed(head)
+            for k in head.tolist():
+                del model[k]
+        keys, vecs = pending.snapshot(rows)
+        assert keys.tolist() == list(model), step
+        np.testing.assert_array_equal(vecs, rows(keys))
+        assert vecs.flags.c_contiguous or len(keys) == 0
+        assert len(pending) == len(model)
+
+
+# ---------------------------------------------------------------------- the store
+
+
+def _collection(
+    tmp_path, n: int = 400, index: str = "faiss-hnsw"
+) -> tuple[vs.Store, vs.Collection, np.ndarray]:
+    store = vs.Store(tmp_path / "s")
+    col = store.create_collection("c", model=None, embedding_dim=8, index=index)
+    vecs = random_vectors(np.random.default_rng(1), n)
+    col.add(ids=[str(i) for i in range(n)], embeddings=vecs)
+    col.wait_until_indexed()
+    return store, col, vecs
+
+
+def test_a_query_does_not_wait_for_a_save(tmp_path, monkeypatch):
+    store, col, vecs = _collection(tmp_path)
+    col.add(ids=["late"], embeddings=vecs[:1] * -1)  # something unsaved
+    saving, release = threading.Event(), threading.Event()
+    real_save = index_state.save_pair
+    order: list[str] = []
+
+    def slow_save(*args, **kwargs):
+        saving.set()
+        release.wait(30)  # held until the test has queried
+        order.append("save done")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(index_state, "save_pair", slow_save)
+    saver = threading.Thread(target=col.persist)
+    saver.start()
+    assert saving.wait(30)
+    hit = col.query(query_embeddings=vecs[5], k=1)[0]  # would block until release if reads waited
+    order.append("query done")
+    release.set()
+    saver.join(30)
+    store.close()
+    assert hit.id == "5"
+    assert order == ["query done", "save done"]
+
+
+def test_a_query_applies_another_writers_batch_without_inserting_into_the_graph(tmp_path, monkeypatch):
+    store, col, _ = _collection(tmp_path)
+    monkeypatch.setattr(index_state.IndexState, "_start_indexer", lambda self: None)  # no background help
+    more = random_vectors(np.random.default_rng(2), 100)
+    with vs.Store(tmp_path / "s") as other:  # another writer (its own state, as another process)
+        other.get_collection("c").add(ids=[f"n{i}" for i in range(100)], embeddings=more)
+    before = len(col._state.index)
+    for i in (0, 57, 99):
+        assert col.query(query_embeddings=more[i], k=1)[0].id == f"n{i}"  # found at once, exactly
+    assert len(col._state.index) == before  # the query did not insert them into the graph
+    assert len(col._state.pending) == 100  # they wait for the indexer, scanned exactly meanwhile
+    col.wait_until_indexed()
+    assert len(col._state.index) == before + 100 and not col._state.pending
+    store.close()
+
+
+@pytest.mark.parametrize("index", ["faiss-hnsw", "usearch-hnsw", "exact"])
+def test_many_threads_writing_and_querying_at_once(tmp_path, monkeypatch, index):
+    monkeypatch.setattr(index_state, "SYNC_INDEX_MAX", 50)  # most batches go to the background indexer
+    monkeypatch.setattr(index_state, "BACKLOG_MAX", 300)  # and writers meet the backlog bound
+    store, col, vecs = _collection(tmp_path, 300, index)
+    rng = np.random.default_rng(7)
+    extra = random_vectors(rng, 4 * 400)
+    errors: list[BaseException] = []
+    acked: list[int] = []
+    acked_lock = threading.Lock()
+
+    def writer(w: int) -> None:
+        try:
+            for b in range(8):
+                lo = w * 400 + b * 50
+                col.add(ids=[f"x{j}" for j in range(lo, lo + 50)], embeddings=extra[lo : lo + 50])
+                with acked_lock:
+                    acked.extend(range(lo, lo + 50))
+                # every acknowledged record of this writer is found by its own vector
+                probe = lo + int(rng.integers(50))
+                assert col.query(query_embeddings=extra[probe], k=1)[0].id == f"x{probe}"
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(40):
+                batch = col.query(query_embeddings=vecs[:3], k=5)  # batched
+                assert [h[0].id for h in batch] == ["0", "1", "2"]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    threads += [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors[:3]
+    assert col.count() == 300 + len(acked) == 300 + 4 * 400
+    # the final answers equal brute force over everything stored
+    allv = np.concatenate([vecs, extra])
+    ids = [str(i) for i in range(300)] + [f"x{j}" for j in range(1600)]
+    col.wait_until_indexed()
+    for q in allv[::97]:
+        truth = np.argsort(-exact_scores("cosine", q[None, :], allv)[0], kind="stable")[:5]
+        got = col.query(query_embeddings=q, k=5)
+        assert got[0].id == ids[truth[0]]
+        np.testing.assert_allclose(
+            [h.score for h in got], exact_scores("cosine", q[None, :], allv)[0][truth], atol=1e-5
+        )
+    store.close()
