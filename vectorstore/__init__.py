@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from vectorstore.errors import (
+    ChangeLogTrimmedError,
     CollectionConfigError,
     CollectionExistsError,
     CollectionNotFoundError,
@@ -75,6 +76,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 __all__ = [
     "AddResult",
+    "ChangeLogTrimmedError",
     "Collection",
     "CollectionConfigError",
     "CollectionExistsError",

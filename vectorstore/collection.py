@@ -687,6 +687,25 @@ class Collection:
         self._state.catch_up()
         self._state.persist()
 
+    def compact(self) -> int:
+        """Save the derived files, trim the change log below what they reflect and hand freed database
+        pages back; returns how many change-log rows were removed.
+
+        This also runs by itself in the background once the log holds more already-saved changes than
+        the collection has records (and at least 10,000). A process or node whose saved index files are
+        older than the trimmed log rebuilds them from the stored records on its next open or query,
+        with a log line. Pages freed by deletes and updates go back to the file system on stores
+        created by this version (SQLite incremental auto-vacuum); :meth:`Store.vacuum` rewrites any
+        store compactly.
+
+        Raises:
+            ReadOnlyStoreError: the store is open read-only.
+            DiskFullError, IndexSaveError: saving the index files failed (nothing is trimmed).
+        """
+        self._life.check_writable()
+        self._state.catch_up()
+        return self._state.compact()
+
     def wait_until_indexed(self) -> None:
         """Return once every stored record is in the ANN index (the background indexer has caught up).
 

@@ -53,6 +53,7 @@ from indexers.errors import (
 )
 
 __all__ = [
+    "ChangeLogTrimmedError",
     "CollectionConfigError",
     "CollectionExistsError",
     "CollectionNotFoundError",
@@ -138,6 +139,12 @@ class DiskFullError(StorageError):
 
 class DatabaseCorruptedError(StorageError):
     """The database file is not a database, is malformed, or a stored row fails its checksum."""
+
+
+class ChangeLogTrimmedError(StorageError):
+    """Derived state is older than the start of the (compacted) change log, so it cannot be caught
+    up by replay; the store rebuilds it from the stored records (raised to callers only by
+    ``verify`` on a state it cannot check)."""
 
 
 class DatabaseMissingError(StorageError):

@@ -27,11 +27,17 @@ import indexers
 from indexers import BaseIndex, IndexSpec
 from indexers.exact import ExactIndex
 from indexers.scoring import exact_scores, normalize_rows, top_k
-from vectorstore.db.engine import read_tx
+from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository, StoredRecord, hydrate_stmt
 from vectorstore.derived_files import has_saved_files, load_pair, save_pair
-from vectorstore.errors import DiskFullError, IncompatibleIndexError, IndexCorruptedError, IndexSaveError
+from vectorstore.errors import (
+    ChangeLogTrimmedError,
+    DiskFullError,
+    IncompatibleIndexError,
+    IndexCorruptedError,
+    IndexSaveError,
+)
 from vectorstore.pending import PendingVectors
 from vectorstore.rwlock import RWLock
 
@@ -60,6 +66,8 @@ BACKLOG_MAX = 20_000
 _BUSY_WAIT_S = 0.02  # how long a query's catch-up waits for the write lock before serving as is
 _SAVE_ATTEMPTS = 20  # drain-then-save rounds while changes keep arriving
 _YIELD_S = 0.004
+_QUERY_ACTIVE_S = 1.0
+_COMPACT_MIN_CHANGES = 10_000
 _OWN_WAIT_S = 0.5  # at most this long a query waits for this process's writer to apply its commit
 
 
@@ -98,6 +106,8 @@ class IndexState:
         self._indexer_guard = threading.Lock()
         self._chunk = _MIN_CHUNK * 4  # vectors per index slice, adapted to the measured insert rate
         self._last_change = 0.0
+        self._trimmed_below = 0  # the change-log floor this process last set
+        self._last_query = 0.0  # monotonic time of the last search
         # add/upsert commits of this process that it has not applied yet: a query waits for the writer
         # to apply them (milliseconds, from the vectors in hand) rather than read them back itself
         self._own = threading.Condition()
@@ -248,6 +258,10 @@ class IndexState:
         except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
             self.recover(exc)
             return 0
+        except ChangeLogTrimmedError as exc:  # compacted past what this state reflects
+            logger.warning("collection %d: %s; rebuilding the index from SQLite", self.collection_id, exc)
+            self.rebuild()
+            return 0
         finally:
             if known is not None:
                 self._own_applied()
@@ -378,10 +392,14 @@ class IndexState:
                 if not self._index_slice():
                     if self._save_due():
                         self.persist(raise_errors=False)
+                        self._maybe_compact()
                     if not self.pending:
                         return
                     continue
-                time.sleep(_YIELD_S)  # let waiting writers and queries take the lock between slices
+                # between slices: while queries are being served, give them the CPU half the time
+                # (2 cores are shared by the writer, this indexer and the queries); else just yield
+                busy = time.monotonic() - self._last_query < _QUERY_ACTIVE_S
+                time.sleep(_YIELD_S if busy else 0)
         except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
             logger.exception("background indexing of collection %d failed", self.collection_id)
 
@@ -416,6 +434,7 @@ class IndexState:
 
         Each part is sorted best-first; the width is ``2n`` only when pending keys were scanned.
         """
+        self._last_query = time.monotonic()
         with self.lock.read():
             keys, scores = self.index.search(queries, n, allowed=allowed)
             if not self.pending:
@@ -432,6 +451,44 @@ class IndexState:
                 raw = exact_scores(self.spec.metric, queries, pend_rows)
             extra, extra_scores = top_k(raw, pend, n)
             return np.concatenate([keys, extra], axis=1), np.concatenate([scores, extra_scores], axis=1)
+
+    def compact(self) -> int:
+        """Save the derived files, then trim the change log below the sequence they reflect and hand
+        freed database pages back (SQLite stores created with incremental auto-vacuum); returns the
+        change rows removed.
+
+        Another process (or node) whose saved files are older than the trimmed log rebuilds from the
+        stored records when it next opens or catches up, with a log line — never a wrong answer.
+
+        Raises:
+            DiskFullError, IndexSaveError: the save failed (nothing is trimmed then).
+        """
+        if self.directory is None or self.read_only:
+            return 0
+        self.persist()
+        below = self.saved_seq
+        if below <= 0:
+            return 0
+        with write_tx(self.engine, "compacting the change log") as conn:
+            removed = Repository.trim_log(conn, self.collection_id, below)
+        if self.engine.dialect.name == "sqlite":
+            give_back_free_pages(self.engine)
+        self._trimmed_below = below
+        if removed:
+            logger.info(
+                "collection %d: trimmed %d change-log rows below seq %d", self.collection_id, removed, below
+            )
+        return removed
+
+    def _maybe_compact(self) -> None:
+        """After an automatic save: compact once the log holds more than the collection's size (and at
+        least :data:`_COMPACT_MIN_CHANGES`) changes that the saved files already reflect."""
+        if self.saved_seq - self._trimmed_below < max(_COMPACT_MIN_CHANGES, len(self.vectors)):
+            return
+        try:
+            self.compact()
+        except Exception as exc:  # compaction is housekeeping: log it, the store stays correct
+            logger.warning("collection %d: automatic compaction failed: %s", self.collection_id, exc)
 
     def _scan_rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows the exact scan of pending vectors reads: stored vectors, unit length for cosine."""

@@ -414,8 +414,8 @@ class Store:
         return verify_store(self, repair=repair)
 
     def vacuum(self) -> int:
-        """Give the space of deleted and replaced rows back to the file system (SQLite ``VACUUM``,
-        after a WAL checkpoint); returns the bytes the database files shrank by.
+        """Give the space of deleted and replaced rows back to the file system (:meth:`compact`, then
+        SQLite ``VACUUM`` after a WAL checkpoint); returns the bytes the database files shrank by.
 
         Deletes and updates leave free pages inside the SQLite file, which later writes reuse but
         which the file never returns on its own. ``VACUUM`` rewrites the database compactly in one
@@ -434,6 +434,7 @@ class Store:
                 f"vacuum is implemented for SQLite stores; this one is {self.engine.dialect.name}"
             )
         files = [self.path / name for name in (DB_FILE, DB_FILE + "-wal")]
+        self.compact()  # the change log the index files already reflect goes first
 
         def size() -> int:
             return sum(f.stat().st_size for f in files if f.is_file())
@@ -454,6 +455,16 @@ class Store:
         after = size()
         logger.info("vacuum of %s: %d -> %d bytes", files[0], before, after)
         return max(before - after, 0)
+
+    def compact(self) -> dict[str, int]:
+        """:meth:`Collection.compact` for every collection; returns name -> change-log rows removed.
+
+        Raises:
+            ReadOnlyStoreError: the store is open read-only.
+        """
+        self._check_open()
+        self._life.check_writable()
+        return {name: self.get_collection(name).compact() for name in self.list_collections()}
 
     def list_collections(self) -> list[str]:
         """Names of all collections, sorted."""

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from vectorstore.db.engine import read_tx, write_tx
 from vectorstore.db.repository import Repository
 from vectorstore.derived_files import has_saved_files, load_pair
-from vectorstore.errors import IncompatibleIndexError, IndexCorruptedError
+from vectorstore.errors import ChangeLogTrimmedError, IncompatibleIndexError, IndexCorruptedError
 
 if TYPE_CHECKING:
     from vectorstore.collection import Collection
@@ -142,7 +142,10 @@ def _check_files(
     except (IndexCorruptedError, IncompatibleIndexError) as exc:
         found = str(exc)
     else:
-        found = _disagreement(col, state, saved.vectors, saved.index, saved.sequence)
+        try:
+            found = _disagreement(col, state, saved.vectors, saved.index, saved.sequence)
+        except ChangeLogTrimmedError as exc:  # older than the compacted log: not checkable, stale
+            found = str(exc)
     if found is None:
         return
     if repair:

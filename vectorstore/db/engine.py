@@ -20,7 +20,15 @@ from vectorstore.errors import (
     StorageError,
 )
 
-__all__ = ["configure_sqlite", "connect_read_only", "database_error", "make_engine", "read_tx", "write_tx"]
+__all__ = [
+    "configure_sqlite",
+    "connect_read_only",
+    "database_error",
+    "give_back_free_pages",
+    "make_engine",
+    "read_tx",
+    "write_tx",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,9 @@ def configure_sqlite(dbapi_conn: Any, *, read_only: bool = False) -> None:
     if read_only:
         cur.execute("PRAGMA query_only=ON")  # a second lock besides mode=ro: no statement may write
     else:
+        # only takes effect on a new, empty database (before its first table): then compaction can
+        # hand freed pages back to the file system with PRAGMA incremental_vacuum
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=FULL")
@@ -43,6 +54,23 @@ def configure_sqlite(dbapi_conn: Any, *, read_only: bool = False) -> None:
     cur.execute("PRAGMA case_sensitive_like=ON")  # $contains is a case-sensitive substring match
     cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cur.close()
+
+
+def give_back_free_pages(engine: Engine) -> None:
+    """Hand the free pages of a SQLite database created with incremental auto-vacuum back to the file
+    system (a no-op on older stores; :meth:`Store.vacuum` rewrites those).
+
+    ``PRAGMA incremental_vacuum`` frees one page per step, and Python's ``execute`` steps once, so it
+    runs through ``executescript``, which steps it to the end (in its own transaction)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.executescript("PRAGMA incremental_vacuum;")
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        raise database_error(exc, "giving free pages back", engine.url.database) from exc
 
 
 def connect_read_only(database: str) -> sqlite3.Connection:

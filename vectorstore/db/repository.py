@@ -26,11 +26,15 @@ from sqlalchemy import (
 
 from vectorstore.db.schema import changes, collections, meta, metadata_kv, records
 from vectorstore.db.schema import vectors as vectors_table
-from vectorstore.errors import DatabaseCorruptedError
+from vectorstore.errors import ChangeLogTrimmedError, DatabaseCorruptedError
 
 __all__ = ["Repository", "StoredRecord", "VectorRows", "hydrate_stmt", "kv_rows"]
 
 _CHUNK = 5000  # ids per IN (...) list, well under SQLite's bound-variable limit
+
+
+def _floor_key(collection_id: int) -> str:
+    return f"log_floor:{collection_id}"
 
 
 def _chunks(seq: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
@@ -324,10 +328,39 @@ class Repository:
         )
 
     @staticmethod
+    def log_floor(conn: Connection, collection_id: int) -> int:
+        """The lowest change seq still in the log of this collection (0: never trimmed)."""
+        row = conn.execute(select(meta.c.value).where(meta.c.key == _floor_key(collection_id))).first()
+        return int(json.loads(row[0])) if row is not None else 0
+
+    @staticmethod
+    def trim_log(conn: Connection, collection_id: int, below: int) -> int:
+        """Delete the collection's change rows with seq < ``below`` (every derived file this store
+        keeps reflects them) and record the new floor; returns the rows deleted."""
+        deleted = conn.execute(
+            changes.delete().where(changes.c.collection_id == collection_id, changes.c.seq < below)
+        ).rowcount
+        floor = max(below, Repository.log_floor(conn, collection_id))
+        conn.execute(meta.delete().where(meta.c.key == _floor_key(collection_id)))
+        conn.execute(meta.insert().values(key=_floor_key(collection_id), value=json.dumps(floor)))
+        return int(deleted or 0)
+
+    @staticmethod
     def changed_keys_since(
         conn: Connection, collection_id: int, seq: int
     ) -> tuple[int, dict[int, tuple[str, int]]]:
-        """(newest seq, key -> (last op, its seq)) for changes after ``seq``."""
+        """(newest seq, key -> (last op, its seq)) for changes after ``seq``.
+
+        Raises:
+            ChangeLogTrimmedError: changes after ``seq`` were trimmed from the log, so they cannot be
+                replayed: the caller rebuilds from the stored records instead.
+        """
+        floor = Repository.log_floor(conn, collection_id)
+        if seq + 1 < floor:
+            raise ChangeLogTrimmedError(
+                f"the change log of collection {collection_id} starts at seq {floor}; state at seq {seq} "
+                "cannot be caught up by replay"
+            )
         rows = conn.execute(
             select(changes.c.seq, changes.c.record_key, changes.c.op)
             .where(changes.c.collection_id == collection_id, changes.c.seq > seq)

@@ -24,6 +24,7 @@ from vectorstore.db.engine import read_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository
 from vectorstore.db.schema import records
+from vectorstore.errors import ChangeLogTrimmedError
 from vectorstore.keyword.analyzer import Analyzer
 from vectorstore.keyword.bm25 import BM25Index
 from vectorstore.keyword.settings import KeywordSettings
@@ -81,7 +82,11 @@ class KeywordState:
             if self._index is None:
                 self._build()
             else:
-                self._catch_up()
+                try:
+                    self._catch_up()
+                except ChangeLogTrimmedError as exc:  # compacted past our position: build afresh
+                    logger.info("keyword index of collection %r: %s; rebuilding", self._name, exc)
+                    self._build()
             assert self._index is not None
             return self._index
 

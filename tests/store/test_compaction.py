@@ -1,0 +1,174 @@
+"""Compaction: the change log is trimmed below what the saved files reflect, freed pages go back to
+the file system, and every state older than the trimmed log rebuilds instead of answering wrongly."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+
+import numpy as np
+
+import vectorstore as vs
+from indexers.scoring import exact_scores
+from tests.store.conftest import random_vectors
+from vectorstore import index_state
+
+DIM = 8
+
+
+def _log_rows(path) -> int:
+    con = sqlite3.connect(path / "store.sqlite3")
+    try:
+        return int(con.execute("SELECT count(*) FROM changes").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _store_bytes(path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _assert_exact(col: vs.Collection, truth: dict[str, np.ndarray], queries: np.ndarray) -> None:
+    ids = sorted(truth)
+    mat = np.stack([truth[i] for i in ids])
+    for q in queries:
+        scores = exact_scores("cosine", q[None, :], mat)[0]
+        order = np.argsort(-scores, kind="stable")[:5]
+        hits = col.query(query_embeddings=q, k=5)
+        assert [h.id for h in hits] == [ids[i] for i in order]
+        np.testing.assert_allclose([h.score for h in hits], scores[order], atol=1e-5)
+
+
+def _churn(col: vs.Collection, truth: dict[str, np.ndarray], rng, rounds: int, n: int) -> None:
+    for _ in range(rounds):
+        done = 0
+        while done < n:
+            size = int(rng.integers(50, 400))
+            ids = [str(i) for i in rng.choice(n, size=min(size, n - done), replace=False)]
+            vecs = random_vectors(rng, len(ids))
+            col.upsert(ids=ids, embeddings=vecs, metadatas=[{"v": int(rng.integers(1000))}] * len(ids))
+            truth.update(zip(ids, vecs))
+            done += len(ids)
+
+
+def test_compact_trims_the_log_and_a_reopen_replays_nothing_it_lost(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "s"
+    truth: dict[str, np.ndarray] = {}
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        vecs = random_vectors(rng, 600)
+        col.add(ids=[str(i) for i in range(600)], embeddings=vecs)
+        truth.update(zip(map(str, range(600)), vecs))
+        _churn(col, truth, rng, 3, 600)
+        col.delete(ids=["0", "1"])
+        del truth["0"], truth["1"]
+        before = _log_rows(path)
+        removed = col.compact()
+        assert removed > 0 and _log_rows(path) == before - removed
+        assert _log_rows(path) <= 2  # only what the saved files do not need to replay remains
+        _assert_exact(col, truth, random_vectors(rng, 10))
+        col.upsert(ids=["5"], embeddings=random_vectors(rng, 1))  # after the trim: replayed on reopen
+        truth["5"] = col.get(ids=["5"], include=["embeddings"]).embeddings[0]
+    caplog.set_level(logging.INFO)
+    with vs.Store(path) as store:
+        col = store.get_collection("c")
+        assert "rebuilding" not in caplog.text  # the saved files plus the kept log were enough
+        _assert_exact(col, truth, random_vectors(rng, 10))
+
+
+def test_a_node_whose_files_predate_the_trim_rebuilds(tmp_path, caplog):
+    """An offline node (its own saved files) comes back after another compacted the log."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "s"
+    truth: dict[str, np.ndarray] = {}
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="exact")
+        vecs = random_vectors(rng, 300)
+        col.add(ids=[str(i) for i in range(300)], embeddings=vecs)
+        truth.update(zip(map(str, range(300)), vecs))
+    offline = tmp_path / "offline-node-files"
+    shutil.copytree(path / "indexes", offline)
+    with vs.Store(path) as store:
+        col = store.get_collection("c")
+        _churn(col, truth, rng, 2, 300)
+        col.delete(ids=["7"])
+        del truth["7"]
+        assert col.compact() > 0
+    shutil.rmtree(path / "indexes")
+    shutil.copytree(offline, path / "indexes")  # the node's old files are back
+    caplog.set_level(logging.WARNING)
+    with vs.Store(path) as store:
+        col = store.get_collection("c")
+        _assert_exact(col, truth, random_vectors(rng, 10))
+        assert "cannot be caught up by replay" in caplog.text and "rebuilding" in caplog.text
+
+
+def test_a_live_state_and_keyword_index_older_than_the_trim_rebuild(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "s"
+    truth: dict[str, np.ndarray] = {}
+    reader = vs.Store(path)
+    col = reader.create_collection("c", model=None, embedding_dim=DIM, index="usearch-hnsw")
+    vecs = random_vectors(rng, 200)
+    col.add(ids=[str(i) for i in range(200)], embeddings=vecs, documents=[f"doc {i}" for i in range(200)])
+    truth.update(zip(map(str, range(200)), vecs))
+    assert col.query("doc", mode="keyword", k=1)  # builds the keyword index here
+    with vs.Store(path) as writer:  # another process: writes, then compacts
+        other = writer.get_collection("c")
+        _churn(other, truth, rng, 2, 200)
+        other.upsert(ids=["42"], embeddings=random_vectors(rng, 1), documents=["zebra crossing"])
+        truth["42"] = other.get(ids=["42"], include=["embeddings"]).embeddings[0]
+        assert other.compact() > 0
+    _assert_exact(col, truth, random_vectors(rng, 8))
+    assert col.query("zebra", mode="keyword", k=1)[0].id == "42"
+    reader.close()
+
+
+def test_churn_leaves_the_disk_near_a_fresh_store(tmp_path):
+    """Upsert 10x the collection size in random batches: compacted, the store is at most 1.3x a fresh
+    store holding the same content."""
+    rng = np.random.default_rng(3)
+    n = 2000
+    truth: dict[str, np.ndarray] = {}
+    churned = tmp_path / "churned"
+    with vs.Store(churned) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        vecs = random_vectors(rng, n)
+        col.add(ids=[str(i) for i in range(n)], embeddings=vecs, metadatas=[{"v": 0}] * n)
+        truth.update(zip(map(str, range(n)), vecs))
+        _churn(col, truth, rng, 10, n)
+        store.compact()
+        final = col.get(include=["embeddings", "metadatas"])
+    fresh = tmp_path / "fresh"
+    with vs.Store(fresh) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        col.add(ids=final.ids, embeddings=final.embeddings, metadatas=final.metadatas)
+    ratio = _store_bytes(churned) / _store_bytes(fresh)
+    assert ratio <= 1.3, ratio
+    with vs.Store(churned) as store:
+        _assert_exact(store.get_collection("c"), truth, random_vectors(rng, 5))
+
+
+def test_compaction_runs_by_itself_after_automatic_saves(tmp_path, monkeypatch):
+    monkeypatch.setattr(index_state, "_PERSIST_MIN_CHANGES", 500)
+    monkeypatch.setattr(index_state, "_COMPACT_MIN_CHANGES", 500)
+    rng = np.random.default_rng(4)
+    path = tmp_path / "s"
+    truth: dict[str, np.ndarray] = {}
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        vecs = random_vectors(rng, 400)
+        col.add(ids=[str(i) for i in range(400)], embeddings=vecs)
+        truth.update(zip(map(str, range(400)), vecs))
+        _churn(col, truth, rng, 5, 400)  # 2,000 more changes: saves and compactions are due
+        col.wait_until_indexed()
+        state = col._state
+        for _ in range(200):  # the background thread saves, then compacts
+            if state._indexer is None or not state._indexer.is_alive():
+                break
+            state._indexer.join(0.05)
+        assert state._trimmed_below > 0
+        assert _log_rows(path) < 2400 - 500
+        _assert_exact(col, truth, random_vectors(rng, 5))
