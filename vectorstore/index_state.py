@@ -59,6 +59,7 @@ _INDEX_CHUNK = 1_000  # vectors per insert when nothing waits (drain, close)
 # The background indexer holds the lock for about this long per insert, so a query waits at most
 # about this long behind it; the chunk size follows the measured insert rate.
 _INDEX_SLICE_S = 0.004
+_INDEX_SLICE_IDLE_S = 1.0
 _MIN_CHUNK, _MAX_CHUNK = 1, 1_000
 # A write waits (after its commit) while more than this many vectors wait for the background
 # indexer: the exact scan of pending vectors, which every query pays, stays bounded.
@@ -104,7 +105,7 @@ class IndexState:
         self.pending = PendingVectors(spec.dim)  # keys in the vector cache, not yet in the ANN index
         self._indexer: threading.Thread | None = None
         self._indexer_guard = threading.Lock()
-        self._chunk = _MIN_CHUNK * 4  # vectors per index slice, adapted to the measured insert rate
+        self._rate = 1_000.0  # measured inserts per second, sizes the next slice
         self._last_change = 0.0
         self._trimmed_below = 0  # the change-log floor this process last set
         self._last_query = 0.0  # monotonic time of the last search
@@ -377,14 +378,20 @@ class IndexState:
             self._indexer.start()
 
     def _index_slice(self) -> int:
-        """Index one slice of pending vectors, sized from the measured insert rate so the write lock
-        is held about :data:`_INDEX_SLICE_S`; returns how many were indexed."""
+        """Index one slice of pending vectors, sized from the measured insert rate so the write lock is
+        held about :data:`_INDEX_SLICE_S` while queries are being served (about
+        :data:`_INDEX_SLICE_IDLE_S` otherwise: larger inserts are cheaper per vector); returns how many
+        were indexed."""
+        target = _INDEX_SLICE_S if self._queries_active() else _INDEX_SLICE_IDLE_S
+        chunk = int(min(max(self._rate * target, _MIN_CHUNK), _MAX_CHUNK))
         t = time.perf_counter()
-        done = self._index_some(self._chunk)
+        done = self._index_some(chunk)
         if done:
-            rate = done / max(time.perf_counter() - t, 1e-6)
-            self._chunk = int(min(max(rate * _INDEX_SLICE_S, _MIN_CHUNK), _MAX_CHUNK))
+            self._rate = done / max(time.perf_counter() - t, 1e-6)
         return done
+
+    def _queries_active(self) -> bool:
+        return time.monotonic() - self._last_query < _QUERY_ACTIVE_S
 
     def _drain_in_background(self) -> None:
         try:
@@ -398,8 +405,7 @@ class IndexState:
                     continue
                 # between slices: while queries are being served, give them the CPU half the time
                 # (2 cores are shared by the writer, this indexer and the queries); else just yield
-                busy = time.monotonic() - self._last_query < _QUERY_ACTIVE_S
-                time.sleep(_YIELD_S if busy else 0)
+                time.sleep(_YIELD_S if self._queries_active() else 0)
         except Exception:  # the index is a cache: log, leave the rest pending (queries scan it exactly)
             logger.exception("background indexing of collection %d failed", self.collection_id)
 
