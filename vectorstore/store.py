@@ -434,12 +434,12 @@ class Store:
                 f"vacuum is implemented for SQLite stores; this one is {self.engine.dialect.name}"
             )
         files = [self.path / name for name in (DB_FILE, DB_FILE + "-wal")]
-        self.compact()  # the change log the index files already reflect goes first
 
         def size() -> int:
             return sum(f.stat().st_size for f in files if f.is_file())
 
         before = size()
+        self.compact()  # the change log the index files already reflect goes first
         with self._lock:
             try:
                 with self.engine.connect() as conn:

@@ -1,4 +1,6 @@
-"""Hypothesis state machine: add / upsert / update / delete / get / query against a plain dict model."""
+"""Hypothesis state machine: add / upsert / update / delete / get / query against a plain dict model,
+interleaved with saves, compactions, reopening the store and changing how many new vectors a write
+indexes itself (the rest go to the background indexer)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import vectorstore as vs
+from vectorstore import index_state
 from vectorstore.errors import DuplicateIDError, InvalidIDError
 
 DIM = 4
@@ -39,10 +42,30 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
             self.store = vs.Store(self.dir)
             self.col = self.store.create_collection("m", model=None, embedding_dim=DIM, index=kind)
             self.model: dict[str, tuple[np.ndarray, str | None, dict | None]] = {}
+            self.sync_max = index_state.SYNC_INDEX_MAX
 
         def teardown(self) -> None:
+            index_state.SYNC_INDEX_MAX = self.sync_max
             self.store.close()
             shutil.rmtree(self.dir, ignore_errors=True)
+
+        @rule(n=st.sampled_from([0, 1, 3, 2000]))
+        def set_sync_threshold(self, n):
+            index_state.SYNC_INDEX_MAX = n  # 0: every write leaves its vectors to the background indexer
+
+        @rule()
+        def persist(self):
+            self.col.persist()
+
+        @rule()
+        def compact(self):
+            self.col.compact()
+
+        @rule(wait=st.booleans())
+        def reopen(self, wait):
+            self.store.close(wait=wait)  # without waiting, pending vectors are replayed from the log
+            self.store = vs.Store(self.dir)
+            self.col = self.store.get_collection("m")
 
         @rule(data=st.data(), ids=ids_st)
         def add(self, data, ids):
