@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  - puts the repository root on the import path
+import _common  # puts the repository root on the import path
 import numpy as np
 
 _ROOT = Path(__file__).resolve().parent.parent

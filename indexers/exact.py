@@ -152,4 +152,3 @@ def _cuda_available(explicit: bool) -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
-
