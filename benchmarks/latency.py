@@ -11,6 +11,8 @@ after each phase every acknowledged record is looked up by its own vector (k=1) 
 path, and the fraction found is printed. The base collection of ``--n`` STS-derived vectors is fully
 indexed before the phases start.
 
+``VECTORSTORE_BENCH_REPO=/path/to/checkout`` measures that checkout's library with this script.
+
 Goal (issue 16): p99 under ingest <= 3x the idle p99 and <= 10 ms at 200k, every acknowledged record
 found.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -30,6 +33,9 @@ from pathlib import Path
 
 import _common
 import numpy as np
+
+if os.environ.get("VECTORSTORE_BENCH_REPO"):  # measure another checkout's library with this script
+    sys.path.insert(0, os.environ["VECTORSTORE_BENCH_REPO"])
 
 BATCH = 5_000
 
