@@ -55,6 +55,7 @@ def main() -> None:
                     )
                     used += size
                     done += size
+            col.wait_until_indexed()
             before = _common.dir_mb(churned)
             removed = store.compact()
             final = col.get(include=["embeddings", "metadatas"])
@@ -63,6 +64,8 @@ def main() -> None:
         with vs.Store(fresh) as store:
             col = store.create_collection("c", model=None, embedding_dim=vectors.shape[1], index=args.index)
             col.add(ids=final.ids, embeddings=final.embeddings, metadatas=final.metadatas)
+            col.wait_until_indexed()  # the same end state: every record in the saved ANN index
+            col.persist()
         size_fresh = _common.dir_mb(fresh)
         print(f"{args.n} records x {vectors.shape[1]}-d, {args.rounds * args.n} upserts, index {args.index}")
         print(f"churn + compact: {churn_s:.1f} s; change-log rows trimmed: {sum(removed.values())}")
