@@ -44,7 +44,8 @@ __all__ = ["EXACT_FILTER_FRACTION", "EXACT_FILTER_MAX", "BaseIndex", "searched_e
 
 # An allowed set at most this large (or this fraction of the index) is searched exactly over its
 # vectors: below it, scoring every allowed vector costs less than a filtered graph walk, and the
-# answer is exact.
+# answer is exact. The store applies a higher threshold of its own before it asks the index
+# (vectorstore.pipeline.EXACT_FILTER_MAX: its exact path reads its float32 cache, not the index).
 EXACT_FILTER_MAX = 4096
 EXACT_FILTER_FRACTION = 0.02
 

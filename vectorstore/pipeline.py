@@ -42,6 +42,11 @@ __all__ = [
 
 # A filter matching at most this many rows (or this fraction of the collection) is answered exactly
 # over just those rows; a broader one goes to the ANN index with the matching keys as ``allowed``.
+# Higher than the index layer's own threshold (indexers.base: 4,096 / 2 %) on purpose: here the exact
+# path reads the store's float32 vector cache, which every query reads anyway to rescore, so scanning
+# it beats a filtered graph walk for longer. The index layer's threshold therefore only decides for
+# allowed sets above this one (where it always chooses the graph) and for direct `indexers` users,
+# whose exact path may have to reconstruct quantized vectors.
 EXACT_FILTER_MAX = 20_000
 EXACT_FILTER_FRACTION = 0.05
 
