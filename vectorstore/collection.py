@@ -91,7 +91,6 @@ class Collection:
         self._models = models
         self._life = life if life is not None else Lifecycle(f"collection {name!r}")
         self._writer = RecordWriter(engine, collection_id, config.dim, name)
-        self._writer.on_commit = self._state.own_commit
         self._matching = MatchingKeys(collection_id, state.reader)
         self._keyword = KeywordState(engine, collection_id, config.keyword, state.reader, name)
 

@@ -109,8 +109,7 @@ class IndexState:
         self._last_change = 0.0
         self._trimmed_below = 0  # the change-log floor this process last set
         self._last_query = 0.0  # monotonic time of the last search
-        # add/upsert commits of this process that it has not applied yet: a query waits for the writer
-        # to apply them (milliseconds, from the vectors in hand) rather than read them back itself
+        # add/upsert commits of this process being applied by their writers (catch_up with known=)
         self._own = threading.Condition()
         self._own_unapplied = 0
         self._seen_version: int | None = None
@@ -254,6 +253,11 @@ class IndexState:
         The changed rows are read from SQLite before the lock is taken, so queries keep running
         while a large batch written by another process is read.
         """
+        if known is not None:
+            # this process's writer applies its own just-committed batch from the vectors in hand; a
+            # query meanwhile waits for that (milliseconds) instead of reading the batch back itself
+            with self._own:
+                self._own_unapplied += 1
         try:
             return self._catch_up(known, index_now, wait)
         except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
@@ -266,14 +270,6 @@ class IndexState:
         finally:
             if known is not None:
                 self._own_applied()
-
-    def own_commit(self) -> None:
-        """The writer's hook (``RecordWriter.on_commit``): one of this process's add/upsert
-        transactions has just committed; the write's ``catch_up(known=...)`` marks it applied. A
-        query meanwhile waits for that (milliseconds) instead of reading the batch back itself."""
-        with self._own:
-            self._own_unapplied += 1
-            self._own.notify_all()
 
     def _own_applied(self) -> None:
         with self._own:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,9 +70,6 @@ class RecordWriter:
         self._collection_id = collection_id
         self._dim = dim
         self._name = name
-        # Called right after an add/upsert transaction commits: the index state learns that this
-        # process's writer is about to apply the change itself (from the vectors in hand).
-        self.on_commit: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ embedding
     def encode_in_order(
@@ -122,19 +119,6 @@ class RecordWriter:
         mode: WriteMode,
     ) -> Committed:
         """One transaction: check ids, allocate keys, insert/overwrite each chunk of (positions, vectors)."""
-        committed = self._commit(id_list, docs, metas, chunks, mode)
-        if self.on_commit is not None:
-            self.on_commit()
-        return committed
-
-    def _commit(
-        self,
-        id_list: list[str],
-        docs: list[str | None] | None,
-        metas: Sequence[dict[str, Any] | None] | None,
-        chunks: Chunks,
-        mode: WriteMode,
-    ) -> Committed:
         n = len(id_list)
         cid = self._collection_id
         with write_tx(self._engine) as conn:
