@@ -24,21 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from vectorstore.errors import InvalidInputError
+from vectorstore.errors import InvalidInputError, ModelLoadError
 from vectorstore.models.onnx_files import inference_session, resolve_onnx_file
+from vectorstore.models.pooling import POOLING_MODES, PoolingConfig
 
 __all__ = ["OnnxEncoder"]
 
 logger = logging.getLogger(__name__)
 
-_POOLING_ORDER = ("cls", "max", "mean", "mean_sqrt_len_tokens")  # concatenation order, as pooling.py
-_LEGACY_KEYS = {
-    "cls": "pooling_mode_cls_token",
-    "max": "pooling_mode_max_tokens",
-    "mean": "pooling_mode_mean_tokens",
-    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-}
-_OTHER_LEGACY_KEYS = ("pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
+# the modes computed here, in pooling.POOLING_MODES' concatenation order
+_POOLING_ORDER = tuple(m for m in POOLING_MODES if m in ("cls", "max", "mean", "mean_sqrt_len_tokens"))
 _MAX_SANE_LENGTH = 1_000_000
 
 
@@ -121,21 +116,15 @@ def _read_layout(folder: Path) -> _Layout:
 def _pooling_modes(path: Path, folder: Path) -> tuple[str, ...]:
     if path == folder or not (path / "config.json").is_file():
         return ("mean",)
-    data = _json(path / "config.json")
-    if not data.get("include_prompt", True):
+    try:
+        config = PoolingConfig.load(path)
+    except ModelLoadError as exc:  # the full encoder reports it
+        raise _NotCovered(str(exc)) from exc
+    if not config.include_prompt:
         raise _NotCovered("prompts excluded from pooling")
-    raw = data.get("pooling_mode")
-    if isinstance(raw, str):
-        modes: tuple[str, ...] = (raw,)
-    elif isinstance(raw, (list, tuple)):
-        modes = tuple(str(m) for m in raw)
-    else:
-        if any(data.get(k) for k in _OTHER_LEGACY_KEYS):
-            raise _NotCovered("weightedmean / lasttoken pooling")
-        modes = tuple(m for m, key in _LEGACY_KEYS.items() if data.get(key)) or ("mean",)
-    if any(m not in _POOLING_ORDER for m in modes):
-        raise _NotCovered(f"pooling modes {modes}")
-    return tuple(m for m in _POOLING_ORDER if m in modes)
+    if any(m not in _POOLING_ORDER for m in config.modes):
+        raise _NotCovered(f"pooling modes {config.modes}")
+    return tuple(m for m in _POOLING_ORDER if m in config.modes)
 
 
 def _load_tokenizer(folder: Path) -> tuple[Any, int | None]:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Literal
 
 from vectorstore.errors import ModelLoadError
+
+if TYPE_CHECKING:  # torch is imported where pooling runs, so the config stays torch-free
+    from torch import Tensor
 
 __all__ = ["POOLING_MODES", "PoolingConfig", "PoolingMode", "pool"]
 
@@ -99,6 +99,8 @@ class PoolingConfig:
 
 
 def _mask_prompt(mask: Tensor, prompt_length: int) -> Tensor:
+    import torch
+
     mask = mask.clone()
     first = mask.to(torch.int32).argmax(dim=1)  # first real token (non-zero with left padding)
     positions = torch.arange(mask.size(1), device=mask.device).unsqueeze(0)
@@ -114,6 +116,8 @@ def pool(
     prompt_length: int | None = None,
 ) -> Tensor:
     """Pool ``token_embeddings[b, t, h]`` into ``[b, h * len(modes)]`` under ``attention_mask[b, t]``."""
+    import torch
+
     original_mask = attention_mask
     if prompt_length and not config.include_prompt:
         attention_mask = _mask_prompt(attention_mask, prompt_length)
