@@ -7,7 +7,6 @@ come from a fixed allow-list, never from an import path found in a file.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from vectorstore.errors import ModelLoadError
+from vectorstore.models.folder_config import TransformerConfig
 
 __all__ = ["ACTIVATIONS", "DenseLayer", "TransformerConfig", "load_weights", "module_kind"]
 
@@ -64,32 +64,6 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
             raise ModelLoadError(f"{binary} does not hold a state dict")
         return state
     raise ModelLoadError(f"no model.safetensors or pytorch_model.bin in {folder}")
-
-
-@dataclass(frozen=True)
-class TransformerConfig:
-    """``sentence_bert_config.json`` of the Transformer module."""
-
-    max_seq_length: int | None = None
-    do_lower_case: bool = False
-
-    @classmethod
-    def load(cls, folder: Path) -> TransformerConfig:
-        """Read the first config file that exists; absent files mean defaults."""
-        for name in (
-            "sentence_bert_config.json",
-            "sentence_roberta_config.json",
-            "sentence_xlnet_config.json",
-        ):
-            path = folder / name
-            if path.is_file():
-                try:
-                    data = json.loads(path.read_text())
-                except json.JSONDecodeError as exc:
-                    raise ModelLoadError(f"cannot parse {path}: {exc}") from exc
-                msl = data.get("max_seq_length")
-                return cls(int(msl) if msl is not None else None, bool(data.get("do_lower_case", False)))
-        return cls()
 
 
 class DenseLayer(nn.Module):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
+from vectorstore.models.folder_config import TransformerConfig
 from vectorstore.models.onnx_files import inference_session, resolve_onnx_file
 from vectorstore.models.pooling import POOLING_MODES, PoolingConfig
 
@@ -90,27 +91,11 @@ def _read_layout(folder: Path) -> _Layout:
             raise _NotCovered(f"module {kind} is not covered")
     if modes is None:
         raise _NotCovered("no Pooling module")
-    st_config = next(
-        (
-            folder / n
-            for n in (
-                "sentence_bert_config.json",
-                "sentence_roberta_config.json",
-                "sentence_xlnet_config.json",
-            )
-            if (folder / n).is_file()
-        ),
-        None,
-    )
-    data = _json(st_config) if st_config is not None else {}
-    msl = data.get("max_seq_length")
-    return _Layout(
-        folder,
-        modes,
-        normalize,
-        int(msl) if msl is not None else None,
-        bool(data.get("do_lower_case", False)),
-    )
+    try:
+        config = TransformerConfig.load(folder)
+    except ModelLoadError as exc:  # the full encoder reports it
+        raise _NotCovered(str(exc)) from exc
+    return _Layout(folder, modes, normalize, config.max_seq_length, config.do_lower_case)
 
 
 def _pooling_modes(path: Path, folder: Path) -> tuple[str, ...]:
