@@ -32,6 +32,7 @@ from indexers.errors import (
     DuplicateIDError,
     IncompatibleIndexError,
     IndexCorruptedError,
+    InvalidIDError,
     InvalidInputError,
     UnsupportedMetricError,
 )
@@ -145,6 +146,31 @@ class BaseIndex(abc.ABC):
         """Whether :meth:`search` scores are the exact similarity of the vectors as added, to float32
         rounding (an index that keeps them at full precision), so a caller need not rescore them."""
         return False
+
+    @property
+    def stores_full_vectors(self) -> bool:
+        """Whether the index keeps every vector at full float32 precision and :meth:`get_vectors` reads
+        them back cheaply (as added; unit length for cosine), so a caller can use the index as its
+        vector store instead of keeping a copy of its own."""
+        return False
+
+    def contains_many(self, keys: Any) -> np.ndarray:
+        """Boolean mask: which of ``keys`` are stored."""
+        k = np.asarray(keys, dtype=np.int64)
+        return np.fromiter((x in self._keys for x in k.tolist()), dtype=bool, count=len(k))
+
+    def get_vectors(self, keys: Any) -> np.ndarray:
+        """The stored vectors of ``keys`` as the index holds them (unit length for cosine; lossy for
+        quantized kinds), float32 ``[n, dim]``.
+
+        Raises:
+            InvalidIDError: some key is not stored.
+        """
+        k = np.asarray(keys, dtype=np.int64)
+        missing = ~self.contains_many(k)
+        if missing.any():
+            raise InvalidIDError(f"keys not stored: {k[missing][:5].tolist()}")
+        return self._vectors_for(k) if len(k) else np.empty((0, self._dim), dtype=np.float32)
 
     def __len__(self) -> int:
         keys = self._key_set

@@ -40,6 +40,10 @@ class ExactIndex(BaseIndex):
     def scores_are_exact(self) -> bool:
         return True
 
+    @property
+    def stores_full_vectors(self) -> bool:
+        return True
+
     def __init__(
         self, dim: int, metric: Metric | str = "cosine", *, chunk_size: int = 65536, device: Device = "auto"
     ) -> None:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import faiss
 import numpy as np
 
+from indexers.errors import InvalidIDError
 from indexers.faiss.common import FAISS_METRIC, FaissBase
 from indexers.faiss.labels import PositionLabels
 from indexers.persistence import save_arrays
@@ -77,7 +78,22 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
             self._index.add(vectors)
             self._append_labels(0, keys)
 
+    @property
+    def stores_full_vectors(self) -> bool:
+        return True  # IndexHNSWFlat: the graph over a flat float32 copy (mapped from the file after a load)
+
+    def get_vectors(self, keys: Any) -> np.ndarray:
+        try:
+            return self._vectors_for(np.asarray(keys, dtype=np.int64))
+        except KeyError as exc:
+            raise InvalidIDError(str(exc.args[0]) if exc.args else "keys not stored") from exc
+
+    def contains_many(self, keys: Any) -> np.ndarray:
+        return self._live_mask(np.asarray(keys, dtype=np.int64))
+
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
+        if not len(keys):
+            return np.empty((0, self.dim), dtype=np.float32)
         return np.asarray(self._index.reconstruct_batch(self._positions(keys)), dtype=np.float32)
 
     def _run(self, queries: np.ndarray, kk: int, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:

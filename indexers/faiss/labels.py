@@ -8,6 +8,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from indexers.keymap import KeyMap
+
 __all__ = ["PositionLabels"]
 
 _COMPACT_MIN_DEAD = 1000  # dead rows tolerated before a rebuild, whatever their share
@@ -23,23 +25,14 @@ class PositionLabels:
 
     _key_of: np.ndarray
     _labels: np.ndarray
-    _internal_map: dict[int, int] | None
+    _keymap: KeyMap  # key -> position of the live keys, vectorised, built on first lookup
     _dead: int
     _skip_dead: tuple[Any, Any] | None  # (IDSelectorBatch of dead positions, its negation), cached
 
     def _reset_labels(self) -> None:
         self._set_key_of(np.array([-1], dtype=np.int64))
-        self._internal_map = None
+        self._keymap = KeyMap()
         self._dead = 0
-
-    @property
-    def _internal(self) -> dict[int, int]:
-        """key -> position of every live key; built on first use (a removal, a key lookup or a filtered
-        search), not by adds or loads: ~30 MB of Python objects per 200k keys that plain search never needs."""
-        if self._internal_map is None:
-            live = np.nonzero(self._labels >= 0)[0]
-            self._internal_map = dict(zip(self._labels[live].tolist(), live.tolist()))
-        return self._internal_map
 
     def _set_key_of(self, key_of: np.ndarray) -> None:
         self._key_of = key_of  # the labels plus the trailing -1 sentinel
@@ -48,15 +41,13 @@ class PositionLabels:
 
     def _append_labels(self, start: int, keys: np.ndarray) -> None:
         self._set_key_of(np.concatenate([self._labels, keys, _SENTINEL]))
-        internal = self._internal_map
-        if internal is not None:  # kept up to date once built; otherwise built from the labels when needed
-            internal.update(zip(keys.tolist(), range(start, start + len(keys))))
+        self._keymap.set(keys, np.arange(start, start + len(keys), dtype=np.int64))
 
     def _drop_labels(self, keys: np.ndarray) -> np.ndarray:
         """Mark ``keys`` removed; returns their positions."""
-        internal = self._internal
-        positions = np.fromiter((internal.pop(k) for k in keys.tolist()), dtype=np.int64, count=len(keys))
+        positions = self._positions(keys)
         self._labels[positions] = -1
+        self._keymap.clear(keys)
         self._dead += len(keys)
         self._skip_dead = None
         return positions
@@ -72,10 +63,18 @@ class PositionLabels:
         return self._skip_dead
 
     def _positions(self, keys: np.ndarray, missing_ok: bool = False) -> np.ndarray:
-        internal = self._internal
+        """Positions of live ``keys`` (KeyError naming some that are not stored, unless ``missing_ok``:
+        then the positions of those that are)."""
+        found, positions = self._keymap.locate(self._labels, keys)
         if missing_ok:
-            return np.fromiter((internal[k] for k in keys.tolist() if k in internal), dtype=np.int64)
-        return np.fromiter((internal[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
+            return positions[found]
+        if not found.all():
+            raise KeyError(f"keys not stored: {np.asarray(keys)[~found][:5].tolist()}")
+        return positions
+
+    def _live_mask(self, keys: np.ndarray) -> np.ndarray:
+        """Boolean mask: which of ``keys`` are stored (vectorised; the kinds' ``contains_many``)."""
+        return self._keymap.locate(self._labels, keys)[0]
 
     def _live_entries(self, storage: Any) -> tuple[np.ndarray, np.ndarray | None]:
         """(live keys, their prepared vectors reconstructed from ``storage``, None when none live)."""
@@ -91,6 +90,6 @@ class PositionLabels:
         """Adopt saved labels (no per-key work: the key map is built on first use); returns the live keys."""
         self._set_key_of(np.concatenate([labels.astype(np.int64, copy=False), _SENTINEL]))
         live_keys = self._labels[self._labels >= 0]
-        self._internal_map = None
+        self._keymap = KeyMap()
         self._dead = len(self._labels) - len(live_keys)
         return live_keys

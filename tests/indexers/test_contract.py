@@ -522,8 +522,8 @@ def test_mapped_faiss_load_outlives_its_files(kind, options, rng, tmp_path):
 
 
 def test_bulk_adds_defer_the_position_map(backend, rng):
-    """Adds build no key -> position map (it costs ~30 MB per 200k keys and plain search never needs
-    it); the first removal builds it from the labels, and later adds keep it current."""
+    """Adds build no key -> position map (plain search never needs it); the first removal builds it
+    from the labels, and later adds and removals keep it current."""
     x = clustered(rng, 400, DIM)
     index, exact = _make(backend), _make(Backend("exact"))
     for batch in (np.arange(0, 150), np.arange(150, 300)):
@@ -532,7 +532,7 @@ def test_bulk_adds_defer_the_position_map(backend, rng):
     positional = len(getattr(index, "_labels", ())) > 0  # faiss-hnsw, refined faiss-ivfpq
     index.search(x[:3], 5)
     if positional:
-        assert index._internal_map is None
+        assert index._keymap._dense is None and index._keymap._sorted is None
     for target in (index, exact):
         target.remove(np.arange(0, 200, 4))
         target.add(np.arange(300, 400) * 2, x[300:400])
@@ -543,7 +543,14 @@ def test_bulk_adds_defer_the_position_map(backend, rng):
     _check_against_exact(backend, index, exact, q, 8, allowed=np.arange(0, 800, 10))
     if positional:
         probe = np.array([2, 602, 798, 6])
+        assert index._keymap._dense is not None  # built by the removal, kept current since
         np.testing.assert_allclose(index._vectors_for(probe), exact._vectors_for(probe), atol=1e-6)
+        np.testing.assert_array_equal(
+            index.contains_many(np.array([2, 4, 602, 606, 5, -1])),
+            exact.contains_many(np.array([2, 4, 602, 606, 5, -1])),
+        )
+        with pytest.raises(InvalidIDError):
+            index.get_vectors(np.array([2, 4]))
 
 
 def test_loading_defers_per_key_work(backend, rng, tmp_path):
@@ -558,7 +565,7 @@ def test_loading_defers_per_key_work(backend, rng, tmp_path):
     loaded.search(x[:3], 5)
     assert loaded._key_set is None
     if len(getattr(loaded, "_labels", ())):  # position-labelled (faiss-hnsw, refined faiss-ivfpq)
-        assert loaded._internal_map is None
+        assert loaded._keymap._dense is None and loaded._keymap._sorted is None
     assert len(loaded) == 300
     assert sorted(loaded.keys().tolist()) == keys.tolist()
     assert 3 in loaded and 4 not in loaded
