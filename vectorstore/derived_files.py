@@ -1,11 +1,13 @@
-"""A collection's derived files on disk: its ANN index and float32 vector cache, saved together as one
-generation and published by renaming one pointer file.
+"""A collection's derived files on disk: its ANN index and, for index kinds that do not keep full
+float32 vectors themselves, a float32 vector cache, saved together as one generation and published by
+renaming one pointer file.
 
 Layout (``directory`` is ``indexes/<id>-<name>/``)::
 
     CURRENT                 {"generation": "gen-...", "sequence": ..., "identity": {...}}
     gen-<seq>-<tag>/index/    the ANN index (manifest.json + native file)
-    gen-<seq>-<tag>/vectors/  the vector cache (manifest.json + .npy arrays)
+    gen-<seq>-<tag>/vectors/  the vector cache (manifest.json + .npy arrays), absent when the index
+                              is the cache (``exact``, ``faiss-hnsw``: see vectorstore.vector_cache)
 
 A save writes a new generation beside the current one and renames ``CURRENT`` over the old pointer
 last, so a crash or a full disk at any point leaves the previous, consistent pair in place: the index
@@ -48,10 +50,10 @@ _LOW_SPACE = 4 << 20  # bytes: a failed write with less than this left is taken 
 
 @dataclass(frozen=True)
 class SavedPair:
-    """An index and vector cache loaded from one generation."""
+    """An index and (where its kind needs one) vector cache loaded from one generation."""
 
     index: BaseIndex
-    vectors: ExactIndex
+    vectors: ExactIndex | None
     sequence: int
 
 
@@ -82,14 +84,20 @@ def save_error(exc: BaseException, directory: Path) -> StorageError:
 
 
 def save_pair(
-    directory: Path, index: BaseIndex, vectors: ExactIndex, sequence: int, identity: Mapping[str, Any]
+    directory: Path,
+    index: BaseIndex,
+    vectors: ExactIndex | None,
+    sequence: int,
+    identity: Mapping[str, Any],
 ) -> None:
-    """Write ``index`` and ``vectors`` as a new generation and publish it; on any failure remove what was
-    written and raise (:func:`save_error`), leaving the previous generation current."""
+    """Write ``index`` and ``vectors`` (None: the index is the cache) as a new generation and publish it;
+    on any failure remove what was written and raise (:func:`save_error`), leaving the previous
+    generation current."""
     gen = directory / f"gen-{sequence}-{uuid.uuid4().hex[:8]}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        vectors.save(gen / "vectors", sequence=sequence, tags=dict(identity))
+        if vectors is not None:
+            vectors.save(gen / "vectors", sequence=sequence, tags=dict(identity))
         index.save(gen / "index", sequence=sequence, tags=dict(identity))
         pointer = {"generation": gen.name, "sequence": sequence, "identity": dict(identity)}
         tmp = directory / f".{CURRENT}.{gen.name}.tmp"
@@ -140,12 +148,17 @@ def load_pair(
             f"this name ({pointer.get('identity')} vs {dict(identity)})"
         )
     index = indexers.load_index(gen / "index", expect=spec, verify=verify)
-    vectors = indexers.load_index(
-        gen / "vectors", expect=IndexSpec("exact", spec.dim, "dot", {}), verify=verify
-    )
-    if not isinstance(vectors, ExactIndex):
-        raise IncompatibleIndexError(f"the vector cache in {gen} is a {vectors.kind} index")
-    for part in (index, vectors):
+    vectors: ExactIndex | None = None
+    if not index.stores_full_vectors:  # else the index is the cache (an older save's copy is ignored)
+        if not (gen / "vectors").is_dir():
+            raise IndexCorruptedError(f"the vector cache of {gen} is missing")
+        loaded = indexers.load_index(
+            gen / "vectors", expect=IndexSpec("exact", spec.dim, "dot", {}), verify=verify
+        )
+        if not isinstance(loaded, ExactIndex):
+            raise IncompatibleIndexError(f"the vector cache in {gen} is a {loaded.kind} index")
+        vectors = loaded
+    for part in (index,) if vectors is None else (index, vectors):
         if part.tags != dict(identity) or part.sequence != pointer.get("sequence"):
             raise IndexCorruptedError(
                 f"index files in {gen} disagree with their pointer (seq {part.sequence}, tags {part.tags})"

@@ -1,5 +1,6 @@
-"""A collection's derived, in-process state: its ANN index and a float32 vector cache, kept in step
-with SQLite through the change log.
+"""A collection's derived, in-process state: its ANN index and the float32 vectors queries read (the
+index's own storage where it keeps full vectors, else a cache of their own; :mod:`vectorstore.vector_cache`),
+kept in step with SQLite through the change log.
 
 Both are caches (DESIGN invariant 2): saved atomically with the change ``seq`` they reflect, loaded
 on open only when their manifests check out, caught up by replaying the changes committed after that
@@ -25,7 +26,6 @@ from sqlalchemy import Engine
 
 import indexers
 from indexers import BaseIndex, IndexSpec
-from indexers.exact import ExactIndex
 from indexers.scoring import exact_scores, normalize_rows, top_k
 from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
 from vectorstore.db.reader import Reader
@@ -40,6 +40,7 @@ from vectorstore.errors import (
 )
 from vectorstore.pending import PendingVectors
 from vectorstore.rwlock import RWLock
+from vectorstore.vector_cache import VectorCache, vector_cache_for
 
 __all__ = ["IndexState"]
 
@@ -98,8 +99,8 @@ class IndexState:
         self.directory = directory
         self.lock = RWLock()
         self.index: BaseIndex = indexers.make_index(spec)
-        # Full-precision vectors (raw, as stored in SQLite) for exact rescoring and exact filtered search.
-        self.vectors: ExactIndex = ExactIndex(spec.dim, "dot")
+        # Full-precision vectors for exact rescoring, exact filtered search and the pending scan.
+        self.vectors: VectorCache = vector_cache_for(self.index)
         self.applied_seq = 0
         self.saved_seq = 0
         self.pending = PendingVectors(spec.dim)  # keys in the vector cache, not yet in the ANN index
@@ -130,7 +131,7 @@ class IndexState:
             t = time.perf_counter()
             try:
                 saved = load_pair(self.directory, self.spec, self.identity, newest, verify="lazy")
-                self.index, self.vectors = saved.index, saved.vectors
+                self.index, self.vectors = saved.index, vector_cache_for(saved.index, saved.vectors)
                 self.applied_seq = self.saved_seq = saved.sequence
                 self._start_verifier()
                 logger.debug(
@@ -154,13 +155,13 @@ class IndexState:
         logged and retried later: the state serves from memory meanwhile)."""
         with self.lock.write():
             index = indexers.make_index(self.spec)
-            vectors = ExactIndex(self.spec.dim, "dot")
+            vectors = vector_cache_for(index)
             with read_tx(self.engine, "reading stored vectors to rebuild the index") as conn:
                 seq = Repository.max_seq(conn, self.collection_id)
                 for part in Repository.iter_vectors(conn, self.collection_id, self.spec.dim):
                     self._report_damaged(part.bad_keys)
                     index.add(part.keys, part.vectors)
-                    vectors.add(part.keys, part.vectors)
+                    vectors.add_indexed(part.keys, part.vectors)
             self.index, self.vectors = index, vectors
             self._unverified = False  # built from SQLite just now
             self.pending.clear()
@@ -170,8 +171,13 @@ class IndexState:
                 self.persist(raise_errors=False)
 
     # ------------------------------------------------------------------ verification and recovery
+    def _saved_parts(self) -> list[BaseIndex]:
+        """The index and, where it has one, the vector cache's own table: what is saved and verified."""
+        own = self.vectors.saved_part
+        return [self.index] if own is None else [self.index, own]
+
     def _start_verifier(self) -> None:
-        parts = [p for p in (self.index, self.vectors) if p.pending_verification]
+        parts = [p for p in self._saved_parts() if p.pending_verification]
         if not parts:
             return
         self._unverified = True
@@ -191,15 +197,15 @@ class IndexState:
                     return  # stopped early: still unverified (close() saves nothing over them)
                 part.verify_pending()
             with self.lock.write():
-                if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
+                if any(p is q for p in parts for q in self._saved_parts()):  # not rebuilt meanwhile
                     self._unverified = False
         except IndexCorruptedError as exc:
             with self.lock.write():
-                if self.index is parts[0] or self.vectors in parts:  # not rebuilt meanwhile
+                if any(p is q for p in parts for q in self._saved_parts()):  # not rebuilt meanwhile
                     self.recover(exc)  # clears the flag: the rebuilt index is sound
         except Exception as exc:  # e.g. a file gone meanwhile: not verifiable, so not trusted
             with self.lock.write():
-                if self.index is parts[0] or self.vectors in parts:
+                if any(p is q for p in parts for q in self._saved_parts()):
                     self.recover(exc)
 
     def wait_verified(self, timeout: float | None = None) -> None:
@@ -360,6 +366,7 @@ class IndexState:
                 return 0
             keys = self.pending.oldest(n)
             self.index.add(keys, self.vectors.get_vectors(keys))
+            self.vectors.indexed(keys)
             self.pending.mark_indexed(keys)
             return len(keys)
 
@@ -530,7 +537,9 @@ class IndexState:
                 if self.pending:
                     continue  # a change arrived after the drain: index it too, then save
                 try:
-                    save_pair(self.directory, self.index, self.vectors, self.applied_seq, self.identity)
+                    save_pair(
+                        self.directory, self.index, self.vectors.saved_part, self.applied_seq, self.identity
+                    )
                 except IndexCorruptedError as exc:  # found while reading the cache to save it
                     damaged = exc
                 except (DiskFullError, IndexSaveError) as exc:
@@ -552,8 +561,34 @@ class IndexState:
         return len(self.vectors)
 
     def get_vectors(self, keys: np.ndarray) -> np.ndarray:
-        """The stored float32 vectors of ``keys`` (all of them applied here), as in SQLite."""
+        """Full-precision float32 vectors of ``keys`` (all of them applied here) for scoring: as in
+        SQLite, or unit length for cosine where the index's own storage serves them (equal scores).
+
+        While the index's file is still being checksummed after a load, its storage is not trusted:
+        vectors it would serve are read from SQLite (each row checked against its CRC) instead.
+        """
+        if not self.vectors.raw and self.index.pending_verification:
+            return self.stored_vectors(keys)
         return self.vectors.get_vectors(keys)
+
+    def stored_vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The float32 vectors of ``keys`` exactly as stored in SQLite (what results return)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self.vectors.raw or not len(keys):
+            return self.vectors.get_vectors(keys)
+        with read_tx(self.engine, "reading stored vectors") as conn:
+            rows = Repository.vectors_for(conn, keys.tolist(), self.spec.dim)
+        out = np.empty((len(keys), self.spec.dim), dtype=np.float32)
+        order = np.argsort(rows.keys)
+        at = np.searchsorted(rows.keys[order], keys)
+        at = np.minimum(at, max(len(rows.keys) - 1, 0))
+        found = rows.keys[order][at] == keys if len(rows.keys) else np.zeros(len(keys), bool)
+        out[found] = rows.vectors[order[at[found]]]
+        if not found.all():
+            # deleted meanwhile, or failing its checksum (reported): what this state applied
+            self._report_damaged(np.intersect1d(rows.bad_keys, keys[~found]))
+            out[~found] = self.vectors.get_vectors(keys[~found])
+        return out
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``keys`` are applied here (a write committed after the last catch-up

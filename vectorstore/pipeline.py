@@ -188,11 +188,23 @@ def _similarity_stages(
             records,
             include_documents="documents" in plan.include or plan.cross_encoder is not None,
             include_metadatas="metadatas" in plan.include,
-            vectors=state if "embeddings" in plan.include else None,
+            vectors=_Embeddings(state, np.unique(found)) if "embeddings" in plan.include else None,
             keyword_scores=found_by.keyword_scores if found_by is not None else None,
             fusion_scores=found_by.fusion_scores if found_by is not None else None,
         )
     return hits
+
+
+class _Embeddings:
+    """The stored vectors of the keys a query returns, read at once (from SQLite where the state's
+    scoring vectors are not the stored ones: an index that keeps them normalised)."""
+
+    def __init__(self, state: IndexState, keys: np.ndarray) -> None:
+        self._keys = keys
+        self._vectors = state.stored_vectors(keys)
+
+    def get_vectors(self, keys: np.ndarray) -> np.ndarray:
+        return self._vectors[np.searchsorted(self._keys, keys)]
 
 
 def candidates(

@@ -160,8 +160,13 @@ def _disagreement(col: Collection, state: IndexState, cache: object, index: obje
     """Why the saved files disagree with SQLite at their sequence, or None."""
     from indexers import BaseIndex
     from indexers.exact import ExactIndex
+    from indexers.scoring import normalize_rows
+    from vectorstore.vector_cache import vector_cache_for
 
-    assert isinstance(cache, ExactIndex) and isinstance(index, BaseIndex)
+    assert (cache is None or isinstance(cache, ExactIndex)) and isinstance(index, BaseIndex)
+    vectors = vector_cache_for(index, cache)
+    # the index's own storage (where it is the cache) holds cosine vectors at unit length
+    unit = not vectors.raw and index.metric == "cosine"
     with read_tx(state.engine, "reading stored vectors to verify index files") as conn:
         _, changed = Repository.changed_keys_since(conn, col.id, seq)
         truth_keys: list[np.ndarray] = []
@@ -172,13 +177,18 @@ def _disagreement(col: Collection, state: IndexState, cache: object, index: obje
             keys = part.keys[keep]
             truth_keys.append(keys)
             if len(keys):
-                present = cache.contains_many(keys)
+                present = vectors.contains_many(keys)
                 if not present.all():
                     return f"{int((~present).sum())} stored record(s) missing from the vector cache"
-                if not np.array_equal(cache.get_vectors(keys), part.vectors[keep]):
+                held, truth = vectors.get_vectors(keys), part.vectors[keep]
+                if not (
+                    np.allclose(held, normalize_rows(truth), rtol=0, atol=1e-6)
+                    if unit
+                    else np.array_equal(held, truth)
+                ):
                     return "the vector cache holds vectors that differ from the stored ones"
     expected = np.concatenate(truth_keys) if truth_keys else np.empty(0, np.int64)
-    cached = cache.stored_keys()
+    cached = vectors.stored_keys()
     unchanged_cached = np.array(
         [k for k in cached.tolist() if k not in changed and k not in damaged], dtype=np.int64
     )

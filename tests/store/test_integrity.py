@@ -184,7 +184,10 @@ def test_bit_rot_in_the_vector_cache_is_caught_on_first_use(tmp_path, caplog):
     assert "checksum" in caplog.text and "rebuild" in caplog.text
 
 
-def test_bit_rot_in_a_native_index_file_is_caught_in_the_background(tmp_path, caplog):
+def test_bit_rot_in_a_native_index_file_is_caught_in_the_background(tmp_path, caplog, monkeypatch):
+    from indexers import persistence
+
+    monkeypatch.setattr(persistence, "_SMALL_FILE", 4096)  # deferred, as a file over 16 MiB is
     path = tmp_path / "s"
     vecs = _fill(path, 3000, kind="faiss-hnsw")
     gen = _generation(path)
@@ -194,6 +197,7 @@ def test_bit_rot_in_a_native_index_file_is_caught_in_the_background(tmp_path, ca
     _garble_in_place(target, target.stat().st_size - 1000 * 4 * DIM)  # in the graph's float storage
     with caplog.at_level(logging.WARNING), vs.Store(path) as store:
         col = store.get_collection("c")
+        assert col._state.index.pending_verification  # the check is still to come
         ids = [str(i) for i in range(3000)]
         # before the check is done, scores are recomputed from the vector cache: exact either way
         q = vecs[:5] + 0.01
@@ -204,6 +208,43 @@ def test_bit_rot_in_a_native_index_file_is_caught_in_the_background(tmp_path, ca
         col._state.wait_verified(60)
         assert "checksum" in caplog.text and "rebuild" in caplog.text
         _assert_brute_force(col, ids, vecs, n_queries=50)
+
+
+def test_bit_rot_in_the_index_storage_never_scores_a_result(tmp_path, caplog, monkeypatch):
+    """faiss-hnsw is its own vector cache: until its file's checksum is done, the vectors that score
+    results are read from SQLite, not from the (here garbled) storage they were loaded from."""
+    from indexers import persistence
+
+    monkeypatch.setattr(persistence, "_SMALL_FILE", 4096)  # this small file is checked as a large one is
+    path = tmp_path / "s"
+    vecs = _vectors(3000)
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        col.add(ids=[str(i) for i in range(3000)], embeddings=vecs)
+    gen = _generation(path)
+    assert not (gen / "vectors").exists()
+    manifest = json.loads((gen / "index" / "manifest.json").read_text())
+    target = gen / "index" / manifest["files"]["index"]["name"]
+    unit = vecs[0] / np.linalg.norm(vecs[0])
+    offset = target.read_bytes().find(unit.astype(np.float32).tobytes())
+    assert offset > 0  # record 0's stored row, as FAISS keeps it
+    st = target.stat()
+    with open(target, "r+b") as fh:  # one component becomes 50: a huge score for queries near it
+        fh.seek(offset)
+        fh.write(np.float32(50.0).tobytes())
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with caplog.at_level(logging.WARNING), vs.Store(path) as store:
+        col = store.get_collection("c")
+        q = vecs[:1] + 0.01
+        truth = exact_scores("cosine", q, vecs)[0]
+        hits = col.query(query_embeddings=q, k=5)[0]
+        assert col._state.index.pending_verification  # the check had not run yet
+        for h in hits:
+            np.testing.assert_allclose(h.score, truth[int(h.id)], atol=1e-5)
+        assert hits[0].id == "0"
+        col._state.wait_verified(60)
+        assert "checksum" in caplog.text and "rebuild" in caplog.text
+        _assert_brute_force(col, [str(i) for i in range(3000)], vecs, n_queries=50)
 
 
 def test_an_intact_store_is_verified_without_a_rebuild(tmp_path, caplog):
