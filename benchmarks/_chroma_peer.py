@@ -1,12 +1,14 @@
 """Chroma side of benchmarks/store.py, run in an interpreter where chromadb is installed.
 
-python _chroma_peer.py DATA_DIR WORK_DIR  -> prints one JSON line of measurements
+python _chroma_peer.py DATA_DIR WORK_DIR [defaults|ours]  -> prints one JSON line of measurements
+    (``ours``: the graph parameters of vectorstore's default index, M=32 / efConstruction=200 / efSearch=64)
 python _chroma_peer.py --reopen CHROMA_DIR QUERIES.npy  -> prints the seconds of reopen + first query
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -27,7 +29,10 @@ def main() -> None:
     buckets = np.load(data / "buckets.npy")
     ids = [str(i) for i in range(len(vecs))]
     client = chromadb.PersistentClient(path=str(work / "chroma"))
-    col = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
+    metadata: dict[str, object] = {"hnsw:space": "cosine"}
+    if len(sys.argv) > 3 and sys.argv[3] == "ours":
+        metadata.update({"hnsw:M": 32, "hnsw:construction_ef": 200, "hnsw:search_ef": 64})
+    col = client.create_collection("bench", metadata=metadata)
     t = time.perf_counter()
     step = 5000
     for s in range(0, len(vecs), step):
@@ -66,6 +71,7 @@ def main() -> None:
                 "recall": recall,
                 "filtered_p50_ms": statistics.median(flat),
                 "disk_mb": size,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import zlib
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ __all__ = [
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 _SMALL_FILE = 16 << 20  # bytes: files up to this size are always checksummed when loaded
+_CRC_WINDOW = 64 << 20  # bytes mapped at once while checksumming (a multiple of the page size)
 
 
 def _fsync_file(path: Path) -> None:
@@ -52,14 +54,18 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _crc32(path: Path) -> int:
-    crc = 0
     with open(path, "rb", buffering=0) as fh:
-        # a buffer no larger than the file: zeroing 4 MiB for a 100 KiB file costs more than its CRC
-        buf = bytearray(max(min(1 << 22, os.fstat(fh.fileno()).st_size), 1))
-        view = memoryview(buf)
-        while n := fh.readinto(buf):
-            crc = zlib.crc32(view[:n], crc)  # releases the GIL: index and cache can verify in parallel
-    return crc
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return 0
+        # checksummed where the page cache holds it (no copy into a buffer), a window at a time so a
+        # large file is never mapped whole; zlib.crc32 releases the GIL while it runs
+        crc = 0
+        for start in range(0, size, _CRC_WINDOW):
+            length = min(_CRC_WINDOW, size - start)
+            with mmap.mmap(fh.fileno(), length, access=mmap.ACCESS_READ, offset=start) as view:
+                crc = zlib.crc32(view, crc)
+        return crc
 
 
 def _stat_signature(st: os.stat_result) -> list[int]:

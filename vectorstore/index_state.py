@@ -29,7 +29,7 @@ from indexers import BaseIndex, IndexSpec
 from indexers.scoring import exact_scores, normalize_rows, top_k
 from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
 from vectorstore.db.reader import Reader
-from vectorstore.db.repository import Repository, StoredRecord, hydrate_stmt
+from vectorstore.db.repository import Repository, StoredRecord, VectorRows, hydrate_stmt
 from vectorstore.derived_files import has_saved_files, load_pair, save_pair
 from vectorstore.errors import (
     ChangeLogTrimmedError,
@@ -125,6 +125,9 @@ class IndexState:
 
     # ------------------------------------------------------------------ open / rebuild
     def _open(self) -> None:
+        # read before the newest seq: a commit after this changes it, so skipping the catch-up below
+        # for files at the newest seq can miss nothing (the next query's probe sees the new version)
+        version = self.reader.data_version()
         with read_tx(self.engine, "reading the change log") as conn:
             newest = Repository.max_seq(conn, self.collection_id)
         if self.directory is not None and has_saved_files(self.directory):
@@ -140,7 +143,10 @@ class IndexState:
                     saved.sequence,
                     time.perf_counter() - t,
                 )
-                self.catch_up()
+                if saved.sequence == newest and version is not None:
+                    self._seen_version = version  # nothing to replay
+                else:
+                    self.catch_up()
                 return
             except (IndexCorruptedError, IncompatibleIndexError) as exc:
                 logger.warning(
@@ -576,8 +582,12 @@ class IndexState:
         keys = np.asarray(keys, dtype=np.int64)
         if self.vectors.raw or not len(keys):
             return self.vectors.get_vectors(keys)
-        with read_tx(self.engine, "reading stored vectors") as conn:
-            rows = Repository.vectors_for(conn, keys.tolist(), self.spec.dim)
+        direct = self.reader.vector_rows(keys.tolist()) if len(keys) <= 900 else None  # bound-variable limit
+        if direct is not None:
+            rows = VectorRows.checked(direct, self.spec.dim)
+        else:
+            with read_tx(self.engine, "reading stored vectors") as conn:
+                rows = Repository.vectors_for(conn, keys.tolist(), self.spec.dim)
         out = np.empty((len(keys), self.spec.dim), dtype=np.float32)
         order = np.argsort(rows.keys)
         at = np.searchsorted(rows.keys[order], keys)

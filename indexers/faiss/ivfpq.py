@@ -155,6 +155,10 @@ class FaissRefinedIVFPQIndex(TrainedLater, PositionLabels):
     defaults: ClassVar[dict[str, Any]] = PQ_DEFAULTS
     _map_on_load = True
 
+    @property
+    def stores_full_vectors(self) -> bool:
+        return True  # the refinement's float32 copy (or, before training, the exact buffer)
+
     def __init__(
         self,
         dim: int,

@@ -20,7 +20,9 @@ from vectorstore.index_state import SYNC_INDEX_MAX
 from vectorstore.vector_cache import OwnVectors, SharedVectors
 
 DIM = 24
-KINDS = {"faiss-hnsw": True, "exact": True, "usearch-hnsw": False}
+# faiss-ivfpq: refined (the default), its float32 refinement copy is the cache; faiss-ivf reads
+# vectors back one at a time, so it keeps a table of its own
+KINDS = {"faiss-hnsw": True, "exact": True, "faiss-ivfpq": True, "usearch-hnsw": False, "faiss-ivf": False}
 
 
 def _vectors(n: int, seed: int = 5) -> np.ndarray:
@@ -35,7 +37,12 @@ def _generation(path: Path) -> Path:
 
 
 def _options(kind: str) -> dict:
-    return {"nlist": 4, "m": 4, "nbits": 4} if kind == "faiss-ivfpq" else {}
+    # small lists probed exhaustively: exact answers, so brute force is the oracle for every kind
+    if kind == "faiss-ivfpq":
+        return {"nlist": 4, "nprobe": 4, "m": 12, "nbits": 4, "refine_factor": 100, "train_size": 600}
+    if kind == "faiss-ivf":
+        return {"nlist": 4, "nprobe": 4, "train_size": 600}
+    return {}
 
 
 def _check_exact(col: vs.Collection, ids: list[str], vecs: np.ndarray, where: dict | None = None) -> None:
@@ -167,3 +174,26 @@ def test_a_lossy_kind_without_its_vector_cache_is_rebuilt(tmp_path, caplog):
     with caplog.at_level(logging.WARNING), vs.Store(path) as store:
         _check_exact(store.get_collection("c"), ids, vecs)
     assert "vector cache" in caplog.text and "rebuild" in caplog.text
+
+
+def test_reopening_an_up_to_date_store_commits_nothing(tmp_path):
+    """A fast reopen only reads: no schema write, no catch-up write, nothing saved (another
+    connection's ``PRAGMA data_version`` moves on any commit by someone else)."""
+    import sqlite3
+
+    path = tmp_path / "s"
+    vecs = _vectors(300)
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM)
+        col.add(ids=[f"r{i}" for i in range(300)], embeddings=vecs)
+    watcher = sqlite3.connect(path / "store.sqlite3")
+    assert watcher.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: set on the new file
+    before = watcher.execute("PRAGMA data_version").fetchone()[0]
+    with vs.Store(path) as store:
+        col = store.get_collection("c")
+        assert col.query(query_embeddings=vecs[4:5], k=1)[0][0].id == "r4"
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == before
+    with vs.Store(path) as store:  # and a write is still seen by the next open
+        store.get_collection("c").add(ids=["x"], embeddings=vecs[:1] * -1)
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] != before
+    watcher.close()

@@ -45,8 +45,11 @@ def configure_sqlite(dbapi_conn: Any, *, read_only: bool = False) -> None:
         cur.execute("PRAGMA query_only=ON")  # a second lock besides mode=ro: no statement may write
     else:
         # only takes effect on a new, empty database (before its first table): then compaction can
-        # hand freed pages back to the file system with PRAGMA incremental_vacuum
-        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        # hand freed pages back to the file system with PRAGMA incremental_vacuum. Set only there:
+        # on an existing database the pragma changes nothing but still commits (a header write and
+        # its fsync on every connection open)
+        if cur.execute("PRAGMA page_count").fetchone()[0] == 0:
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA synchronous=FULL")

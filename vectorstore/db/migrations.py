@@ -58,7 +58,13 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _add_vector_checksums}
 
 def init_schema(engine: Engine) -> str:
     """Create missing tables, bring the schema to :data:`schema.SCHEMA_VERSION`, and return the store's
-    random id (made on first open; derived files carry it, so files of another database are refused)."""
+    random id (made on first open; derived files carry it, so files of another database are refused).
+
+    A store already at this version is only read (one short read transaction, no table checks): the
+    write path runs for new, older or incomplete stores."""
+    current = _current_store_id(engine)
+    if current is not None:
+        return current
     with write_tx(engine, "opening the store (creating or checking its tables)") as conn:
         had_tables = bool(conn.dialect.has_table(conn, "meta"))
         version = schema.SCHEMA_VERSION
@@ -87,6 +93,19 @@ def init_schema(engine: Engine) -> str:
             store_id = uuid.uuid4().hex
             conn.execute(schema.meta.insert().values(key="store_id", value=store_id))
         return str(store_id)
+
+
+def _current_store_id(engine: Engine) -> str | None:
+    """The store id when the store is complete and at :data:`schema.SCHEMA_VERSION`, else None."""
+    with read_tx(engine, "opening the store") as conn:
+        if not conn.dialect.has_table(conn, "meta"):
+            return None
+        facts = dict(conn.execute(select(schema.meta.c.key, schema.meta.c.value)).all())
+    # every table of a version is created when a store reaches it, and a version that adds a table
+    # bumps SCHEMA_VERSION: a store at this version has them all
+    if facts.get("schema_version") != json.dumps(schema.SCHEMA_VERSION) or "store_id" not in facts:
+        return None
+    return str(facts["store_id"])
 
 
 def read_schema(engine: Engine) -> str:

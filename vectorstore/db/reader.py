@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, Select
 from sqlalchemy.exc import SQLAlchemyError
 
+from vectorstore.db import schema
 from vectorstore.db.engine import BUSY_TIMEOUT_MS, configure_sqlite, connect_read_only, database_error
 
 __all__ = ["Reader"]
@@ -105,6 +106,23 @@ class Reader:
                 return self._conn.execute(sql, values).fetchall()
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise database_error(exc, "reading for a query", self._engine.url.database) from exc
+
+    def vector_rows(self, keys: list[int]) -> list[tuple[Any, ...]] | None:
+        """``(key, vector bytes, crc)`` of the stored ``keys`` on the direct path — one plain statement,
+        nothing compiled, so a fresh process's first call costs what the lookup costs — or None off
+        it (the caller reads through the engine then)."""
+        if self._conn is None:
+            return None
+        v = schema.vectors
+        sql = (
+            f"SELECT {v.c.key.name}, {v.c.vector.name}, {v.c.crc.name} FROM {v.name} "
+            f"WHERE {v.c.key.name} IN ({','.join('?' * len(keys))})"
+        )
+        try:
+            with self._lock:
+                return self._conn.execute(sql, keys).fetchall()
+        except sqlite3.Error as exc:
+            raise database_error(exc, "reading stored vectors", self._engine.url.database) from exc
 
     def data_version(self) -> int | None:
         """SQLite's ``PRAGMA data_version`` of the private connection: it changes whenever another
