@@ -188,6 +188,7 @@ def test_reopening_an_up_to_date_store_commits_nothing(tmp_path):
         col.add(ids=[f"r{i}" for i in range(300)], embeddings=vecs)
     watcher = sqlite3.connect(path / "store.sqlite3")
     assert watcher.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: set on the new file
+    assert watcher.execute("PRAGMA page_size").fetchone()[0] == 16384
     before = watcher.execute("PRAGMA data_version").fetchone()[0]
     with vs.Store(path) as store:
         col = store.get_collection("c")

@@ -33,6 +33,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
+PAGE_SIZE = 16_384  # bytes per page of a database this version creates (existing ones keep theirs)
 CACHE_KIB = 65_536  # SQLite page cache per connection (64 MiB): filters and hydration hit it, not the OS
 
 
@@ -49,6 +50,10 @@ def configure_sqlite(dbapi_conn: Any, *, read_only: bool = False) -> None:
         # on an existing database the pragma changes nothing but still commits (a header write and
         # its fsync on every connection open)
         if cur.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # 16 KiB pages: a float32 vector row (1.5 KB at 384 dimensions, 3 KB at 768) leaves a
+            # quarter of a 4 KiB page unused; at 16 KiB the database is ~20 % smaller, with ingest and
+            # lookups no slower (measured, docs/store.md "Memory and disk")
+            cur.execute(f"PRAGMA page_size={PAGE_SIZE}")
             cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
         cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
