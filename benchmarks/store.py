@@ -45,10 +45,13 @@ _REOPEN = Path(__file__).resolve().parent / "_reopen.py"
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set size: ``VmHWM`` of its own memory map. (``ru_maxrss`` would
+    not do: Linux keeps it across ``execve``, so a child started from a large parent reports the
+    parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _save_data(
