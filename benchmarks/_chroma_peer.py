@@ -15,14 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _peak_rss_mb() -> float:
-    """VmHWM of this process (ru_maxrss survives execve on Linux: it would report the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+from _common import peak_rss_mb  # numpy and the standard library only: any peer interpreter has them
 
 
 def main() -> None:
@@ -78,7 +71,7 @@ def main() -> None:
                 "recall": recall,
                 "filtered_p50_ms": statistics.median(flat),
                 "disk_mb": size,
-                "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )

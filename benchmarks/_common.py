@@ -23,6 +23,16 @@ def dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size: ``VmHWM`` of its own memory map. (``ru_maxrss`` would
+    not do: Linux keeps it across ``execve``, so a child started from a large parent reports the
+    parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def pct(values: list[float], q: float) -> float:
     """The ``q`` quantile (nearest rank below)."""
     ordered = sorted(values)

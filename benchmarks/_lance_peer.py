@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import peak_rss_mb  # numpy and the standard library only: any peer interpreter has them
 
 _NPROBES = 20
 _REFINE = 10
@@ -32,14 +33,6 @@ def _search(tbl: Any, q: np.ndarray, kind: str, where: str | None = None) -> Any
     if where is not None:
         s = s.where(where, prefilter=True)
     return s.to_list()
-
-
-def _peak_rss_mb() -> float:
-    """VmHWM of this process (ru_maxrss survives execve on Linux: it would report the parent's peak)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:
@@ -97,7 +90,7 @@ def main() -> None:
                 "recall": recall,
                 "filtered_p50_ms": statistics.median(flat),
                 "disk_mb": size,
-                "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )

@@ -39,19 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import dir_mb, fresh_process_seconds, pct, recall_at_k, sts_derived
+from _common import dir_mb, fresh_process_seconds, pct, peak_rss_mb, recall_at_k, sts_derived
 
 _REOPEN = Path(__file__).resolve().parent / "_reopen.py"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size: ``VmHWM`` of its own memory map. (``ru_maxrss`` would
-    not do: Linux keeps it across ``execve``, so a child started from a large parent reports the
-    parent's peak.)"""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _save_data(
