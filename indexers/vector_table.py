@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 
 from indexers.errors import IndexCorruptedError
+from indexers.keymap import KeyMap
 
 __all__ = ["BLOCK_ROWS", "VectorTable", "block_crcs"]
 
@@ -39,9 +40,7 @@ class VectorTable:
         self._vecs = np.empty((0, dim), dtype=np.float32)
         self._n = 0
         self._row_map: dict[int, int] | None = {}
-        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # (sorted keys, their rows), rebuilt lazily
-        self._dense: np.ndarray | None = None  # key -> row, -1 where absent
-        self._sparse = False  # the keys were found too spread out for a dense map (until the next add)
+        self._keymap = KeyMap()  # key -> row, vectorised, built on first lookup
         # a loaded table whose storage is checked block by block on first use: (crcs, verified mask)
         self._blocks: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -118,14 +117,8 @@ class VectorTable:
         if self._row_map is not None:
             for i, key in enumerate(keys.tolist()):
                 self._row_map[key] = self._n + i
-        if self._dense is not None and len(keys):
-            if int(keys.max()) < len(self._dense):
-                self._dense[keys] = np.arange(self._n, need)
-            else:
-                self._dense = None
-        self._sparse = False
+        self._keymap.set(keys, np.arange(self._n, need, dtype=np.int64))
         self._n = need
-        self._lookup = None
 
     def remove(self, keys: np.ndarray) -> None:
         self.verify_all()
@@ -135,53 +128,22 @@ class VectorTable:
         for key in keys.tolist():
             row = row_map.pop(key)
             last = self._n - 1
-            if self._dense is not None:
-                self._dense[key] = -1
+            self._keymap.clear(np.array([key], dtype=np.int64))
             if row != last:
                 moved = int(self._keys[last])
                 self._keys[row] = moved
                 self._vecs[row] = self._vecs[last]
                 row_map[moved] = row
-                if self._dense is not None:
-                    self._dense[moved] = row
+                self._keymap.set(np.array([moved], dtype=np.int64), np.array([row], dtype=np.int64))
             self._n = last
-        self._lookup = None
-
-    def _dense_map(self) -> np.ndarray | None:
-        """The dense key -> row array, built on first use when the keys are at most ~2x as spread as their count."""
-        if self._dense is None and not self._sparse and self._n:
-            keys = self._keys[: self._n]
-            top = int(keys.max())
-            if top < 2 * self._n + 4096:
-                dense = np.full(top + top // 4 + 1024, -1, dtype=np.int64)  # headroom for appended row ids
-                dense[keys] = np.arange(self._n)
-                self._dense = dense
-            else:
-                self._sparse = True
-        return self._dense
 
     def _locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(found mask, rows) of ``keys``: a dense gather when possible, else binary search in a sorted copy."""
-        dense = self._dense_map()
-        if dense is not None and len(keys):
-            if int(keys.min()) >= 0 and int(keys.max()) < len(dense):
-                rows = dense[keys]
-            else:
-                inside = (keys >= 0) & (keys < len(dense))
-                rows = np.where(inside, dense[np.where(inside, keys, 0)], -1)
-            return rows >= 0, rows
-        if self._lookup is None:
-            order = np.argsort(self._keys[: self._n], kind="stable")
-            self._lookup = (self._keys[: self._n][order], order.astype(np.int64))
-        sorted_keys, sorted_rows = self._lookup
-        if len(sorted_keys) == 0:
-            return np.zeros(len(keys), dtype=bool), np.zeros(len(keys), dtype=np.int64)
-        pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-        return sorted_keys[pos] == keys, sorted_rows[pos]
+        """(found mask, rows) of ``keys``."""
+        return self._keymap.locate(self._keys[: self._n], keys)
 
     def rows(self, keys: np.ndarray) -> np.ndarray:
         """Row numbers of present keys (KeyError naming some that are not stored)."""
-        if len(keys) < 64 and self._row_map is not None and self._dense_map() is None:
+        if len(keys) < 64 and self._row_map is not None:
             return np.fromiter((self._row_map[k] for k in keys.tolist()), dtype=np.int64, count=len(keys))
         found, rows = self._locate(keys)
         if not found.all():
