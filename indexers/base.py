@@ -154,6 +154,12 @@ class BaseIndex(abc.ABC):
         vector store instead of keeping a copy of its own."""
         return False
 
+    @property
+    def removed_entries(self) -> int:
+        """Entries the index still holds for removed keys (an HNSW graph cannot drop a node): space it
+        gives back only when rebuilt from its live vectors. 0 for kinds that drop entries at once."""
+        return 0
+
     def contains_many(self, keys: Any) -> np.ndarray:
         """Boolean mask: which of ``keys`` are stored."""
         k = np.asarray(keys, dtype=np.int64)

@@ -71,6 +71,12 @@ _YIELD_S = 0.004
 _QUERY_ACTIVE_S = 1.0
 _COMPACT_MIN_CHANGES = 10_000
 _OWN_WAIT_S = 0.5  # at most this long a query waits for this process's writer to apply its commit
+# compact() rebuilds the ANN index from its live vectors once the entries it still holds for removed
+# keys (dead HNSW nodes) are this share of it and at least this many
+_REBUILD_REMOVED_SHARE = 0.1
+_REBUILD_MIN_REMOVED = 1_000
+_REBUILD_CHUNK = 2_000  # vectors read (under a short read lock) and inserted per step of that rebuild
+_REBUILD_FINAL = 2_000  # at most about this many changes are replayed into it under the write lock
 
 
 class IndexState:
@@ -113,6 +119,11 @@ class IndexState:
         # add/upsert commits of this process being applied by their writers (catch_up with known=)
         self._own = threading.Condition()
         self._own_unapplied = 0
+        # while the index is rebuilt beside the live one (compact_index): the keys removed from or
+        # added to the live index since, replayed into the new one before it is swapped in
+        self._journal: list[np.ndarray] | None = None
+        self._compacting = threading.Lock()
+        self._compactor: threading.Thread | None = None
         self._seen_version: int | None = None
         self._retry_save_at = 0.0  # after a failed automatic save, when to try again (monotonic time)
         # Files trusted by their unchanged stat are checksummed in the background after a load; until
@@ -356,6 +367,8 @@ class IndexState:
         touched = touched[self.vectors.contains_many(touched)]  # new keys are in neither
         self.index.remove(touched)
         self.vectors.remove(touched)
+        if self._journal is not None:
+            self._journal.append(touched)
         self.pending.discard(last.keys())
         if len(keys):
             self.vectors.add(keys, vecs)
@@ -373,6 +386,8 @@ class IndexState:
             keys = self.pending.oldest(n)
             self.index.add(keys, self.vectors.get_vectors(keys))
             self.vectors.indexed(keys)
+            if self._journal is not None:
+                self._journal.append(np.asarray(keys, dtype=np.int64))
             self.pending.mark_indexed(keys)
             return len(keys)
 
@@ -480,6 +495,7 @@ class IndexState:
         """
         if self.directory is None or self.read_only:
             return 0
+        self.compact_index()
         self.persist()
         below = self.saved_seq
         if below <= 0:
@@ -495,11 +511,92 @@ class IndexState:
             )
         return removed
 
+    def compact_index(self) -> bool:
+        """Rebuild the ANN index from its live vectors when the entries it still holds for removed keys
+        are at least a tenth of it (:data:`_REBUILD_REMOVED_SHARE`); returns whether it was rebuilt.
+
+        The new index is built beside the live one without holding the lock: queries and writes go on
+        against the live index meanwhile, at the cost of a second index in memory for the duration.
+        Changes made meanwhile are replayed into the new one, the last few (with the swap) under the
+        write lock, so a query never waits for more than that. Nothing is saved here (the next save
+        writes the new index; the files on disk stay consistent until then).
+        """
+        with self._compacting:  # one rebuild at a time
+            with self.lock.read():
+                old = self.index
+                removed = old.removed_entries
+                limit = max(_REBUILD_MIN_REMOVED, _REBUILD_REMOVED_SHARE * (len(old) + removed))
+                if self._unverified or self._stop.is_set() or removed < limit:
+                    return False
+                keys = old.keys()
+                self._journal = []
+            try:
+                return self._rebuild_beside(old, keys, removed)
+            finally:
+                self._journal = None
+
+    def _rebuild_beside(self, old: BaseIndex, keys: np.ndarray, removed: int) -> bool:
+        t = time.perf_counter()
+        fresh = indexers.make_index(self.spec)
+        carry = np.empty(0, dtype=np.int64)  # changes taken from the journal, not yet replayed
+        for start in range(0, len(keys), _REBUILD_CHUNK):
+            with self.lock.read():
+                if self.index is not old or self._stop.is_set():
+                    return False  # rebuilt from SQLite, or closing, meanwhile
+                part = keys[start : start + _REBUILD_CHUNK]
+                part = part[old.contains_many(part)]  # removed since: in the journal
+                vectors = self.vectors.get_vectors(part)
+            fresh.add(part, vectors)
+        while True:
+            with self.lock.read():
+                if self.index is not old or self._stop.is_set():
+                    return False
+                carry = self._take_journal(carry)
+                if len(carry) <= _REBUILD_FINAL:
+                    break
+                live = carry[old.contains_many(carry)]
+                vectors = self.vectors.get_vectors(live)
+            fresh.remove(carry)
+            fresh.add(live, vectors)
+            carry = np.empty(0, dtype=np.int64)
+        with self.lock.write():
+            if self.index is not old or self._stop.is_set():
+                return False
+            carry = self._take_journal(carry)
+            fresh.remove(carry)
+            live = carry[old.contains_many(carry)]
+            fresh.add(live, self.vectors.get_vectors(live))
+            self.index = fresh
+            self.vectors.use_index(fresh)
+            self.saved_seq = -1  # the saved files hold the old graph: the next save writes this one
+        logger.info(
+            "collection %d: rebuilt the ANN index without %d removed entries in %.1fs",
+            self.collection_id,
+            removed,
+            time.perf_counter() - t,
+        )
+        return True
+
+    def _take_journal(self, carry: np.ndarray) -> np.ndarray:
+        """``carry`` plus the keys journaled since the last take (caller holds the lock), unique."""
+        journal, self._journal = self._journal or [], []
+        return np.unique(np.concatenate([carry, *journal])) if journal else carry
+
     def _maybe_compact(self) -> None:
         """After an automatic save: compact once the log holds more than the collection's size (and at
-        least :data:`_COMPACT_MIN_CHANGES`) changes that the saved files already reflect."""
+        least :data:`_COMPACT_MIN_CHANGES`) changes that the saved files already reflect. The work runs
+        in a thread of its own, so the indexer goes on indexing meanwhile."""
         if self.saved_seq - self._trimmed_below < max(_COMPACT_MIN_CHANGES, len(self.vectors)):
             return
+        with self._indexer_guard:
+            if self._stop.is_set() or (self._compactor is not None and self._compactor.is_alive()):
+                return
+            self._compactor = threading.Thread(
+                target=self._compact_in_background, name="vectorstore-compactor", daemon=True
+            )
+            self._compactor.start()
+
+    def _compact_in_background(self) -> None:
         try:
             self.compact()
         except Exception as exc:  # compaction is housekeeping: log it, the store stays correct
@@ -629,7 +726,7 @@ class IndexState:
         """
         self._stop.set()
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in (self._indexer, self._verifier):
+        for thread in (self._indexer, self._verifier, self._compactor):
             if thread is not None:
                 # a thread stops at its next step (one chunk of inserts, one file's checksum)
                 thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.5))

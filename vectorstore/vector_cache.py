@@ -67,6 +67,9 @@ class VectorCache:
         """What is saved beside the index (None: the index is the cache)."""
         return None
 
+    def use_index(self, index: BaseIndex) -> None:
+        """The ANN index was replaced by ``index`` holding the same keys and vectors (a compaction)."""
+
 
 class OwnVectors(VectorCache):
     """A float32 table of its own (an :class:`~indexers.exact.ExactIndex` with the dot metric: raw rows)."""
@@ -133,6 +136,9 @@ class SharedVectors(VectorCache):
 
     def add_indexed(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         pass  # the index holds them
+
+    def use_index(self, index: BaseIndex) -> None:
+        self.index = index
 
     def get_vectors(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)

@@ -79,6 +79,10 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
             self._append_labels(0, keys)
 
     @property
+    def removed_entries(self) -> int:
+        return self._dead  # dead graph nodes (and their float32 rows), skipped by search
+
+    @property
     def stores_full_vectors(self) -> bool:
         return True  # IndexHNSWFlat: the graph over a flat float32 copy (mapped from the file after a load)
 

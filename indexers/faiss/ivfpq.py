@@ -156,6 +156,10 @@ class FaissRefinedIVFPQIndex(TrainedLater, PositionLabels):
     _map_on_load = True
 
     @property
+    def removed_entries(self) -> int:
+        return self._dead  # rows of removed keys still in the refinement copy
+
+    @property
     def stores_full_vectors(self) -> bool:
         return True  # the refinement's float32 copy (or, before training, the exact buffer)
 

@@ -9,6 +9,7 @@ import sqlite3
 
 import numpy as np
 
+import indexers
 import vectorstore as vs
 from indexers.scoring import exact_scores
 from tests.store.conftest import random_vectors
@@ -165,10 +166,110 @@ def test_compaction_runs_by_itself_after_automatic_saves(tmp_path, monkeypatch):
         _churn(col, truth, rng, 5, 400)  # 2,000 more changes: saves and compactions are due
         col.wait_until_indexed()
         state = col._state
-        for _ in range(200):  # the background thread saves, then compacts
-            if state._indexer is None or not state._indexer.is_alive():
+        for _ in range(400):  # the background thread saves, then a thread of its own compacts
+            busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
+            if not busy:
                 break
-            state._indexer.join(0.05)
+            busy[0].join(0.05)
         assert state._trimmed_below > 0
         assert _log_rows(path) < 2400 - 500
         _assert_exact(col, truth, random_vectors(rng, 5))
+
+
+def _upsert(col: vs.Collection, truth: dict[str, np.ndarray], rng, ids: list[str]) -> None:
+    vecs = random_vectors(rng, len(ids))
+    col.upsert(ids=ids, embeddings=vecs)
+    truth.update(zip(ids, vecs))
+
+
+def test_compact_rebuilds_a_graph_that_holds_removed_nodes(tmp_path):
+    """An HNSW graph keeps a node for every replaced vector; compact() rebuilds it once they are a
+    tenth of it (and leaves it alone below that), and the rebuilt graph is what is saved."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    path = tmp_path / "s"
+    truth: dict[str, np.ndarray] = {}
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        _upsert(col, truth, rng, [str(i) for i in range(n)])
+        col.wait_until_indexed()  # so each replaced vector leaves a dead node behind
+        _upsert(col, truth, rng, [str(i) for i in rng.choice(n, 200, replace=False)])
+        col.wait_until_indexed()
+        state = col._state
+        assert state.index.removed_entries == 200
+        col.compact()
+        assert state.index.removed_entries == 200  # under a tenth (and under 1,000): kept
+        # (kept under half of the graph, where removal itself would rebuild it)
+        _upsert(col, truth, rng, [str(i) for i in rng.choice(n, 1100, replace=False)])
+        col.wait_until_indexed()
+        assert state.index.removed_entries == 1300
+        old = state.index
+        col.compact()
+        assert state.index is not old and state.index.removed_entries == 0
+        assert len(state.index) == n
+        _assert_exact(col, truth, random_vectors(rng, 10))
+    with vs.Store(path) as store:
+        col = store.get_collection("c")
+        assert col._state.index.removed_entries == 0  # the saved file is the rebuilt graph
+        _assert_exact(col, truth, random_vectors(rng, 10))
+
+
+def test_changes_made_while_the_graph_is_rebuilt_are_replayed_into_it(tmp_path, monkeypatch):
+    """Writes that land while compact() builds the new graph (it holds no lock then) reach the new
+    graph: upserts, deletes and new records, in the off-lock replay and in the final one."""
+    monkeypatch.setattr(index_state, "_REBUILD_CHUNK", 500)
+    monkeypatch.setattr(index_state, "_REBUILD_FINAL", 100)
+    rng = np.random.default_rng(6)
+    n = 3000
+    truth: dict[str, np.ndarray] = {}
+    with vs.Store(tmp_path / "s") as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        _upsert(col, truth, rng, [str(i) for i in range(n)])
+        col.wait_until_indexed()  # so each replaced vector leaves a dead node behind
+        _upsert(col, truth, rng, [str(i) for i in range(1500)])
+        col.wait_until_indexed()
+        state = col._state
+        old = state.index
+        next_new = iter(range(n, n + 10_000))
+        hooked: list[int] = []
+
+        def write_meanwhile(size: int) -> None:
+            live = sorted(truth)
+            _upsert(col, truth, rng, [live[i] for i in rng.choice(len(live), size, replace=False)])
+            gone = [live[i] for i in rng.choice(len(live), size // 5, replace=False)]
+            col.delete(ids=gone)
+            for g in gone:
+                truth.pop(g, None)
+            _upsert(col, truth, rng, [str(next(next_new)) for _ in range(size // 5)])
+            col.wait_until_indexed()
+
+        real = indexers.make_index
+
+        def make_index(spec):
+            built = real(spec)
+            add = built.add
+            calls = [0]
+
+            def add_and_write(keys, vectors):
+                add(keys, vectors)
+                calls[0] += 1
+                if calls[0] in (2, 7):  # midway through the build; then in the off-lock replay
+                    hooked.append(calls[0])
+                    write_meanwhile(300 if calls[0] == 2 else 40)
+
+            built.add = add_and_write
+            return built
+
+        monkeypatch.setattr(indexers, "make_index", make_index)
+        assert state.compact_index()
+        monkeypatch.setattr(indexers, "make_index", real)
+        assert hooked == [2, 7]
+        assert state.index is not old
+        assert len(state.index) == len(truth) == col.count()
+        keys = state.index.keys()
+        records = state.hydrate(keys.tolist())
+        assert sorted(records[k].id for k in keys.tolist()) == sorted(truth)
+        expected = np.stack([truth[records[k].id] for k in keys.tolist()])
+        expected /= np.linalg.norm(expected, axis=1, keepdims=True)  # cosine: kept at unit length
+        np.testing.assert_allclose(state.index.get_vectors(keys), expected, atol=1e-6)
+        _assert_exact(col, truth, random_vectors(rng, 20))
