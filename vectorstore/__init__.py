@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         export_dynamic_quantized_onnx_model,
         export_optimized_onnx_model,
     )
+    from vectorstore.models.openvino_backend import export_static_quantized_openvino_model
     from vectorstore.models.sentence_transformer import SentenceTransformer
     from vectorstore.quantization import quantize_embeddings
     from vectorstore.results import AddResult, DuplicatePair, GetResult, Hit, SkippedDocument
@@ -70,6 +71,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "export_dynamic_quantized_onnx_model": (
         "vectorstore.models.onnx_backend",
         "export_dynamic_quantized_onnx_model",
+    ),
+    "export_static_quantized_openvino_model": (
+        "vectorstore.models.openvino_backend",
+        "export_static_quantized_openvino_model",
     ),
     "util": ("vectorstore.util", None),
 }
@@ -114,6 +119,7 @@ __all__ = [
     "__version__",
     "export_dynamic_quantized_onnx_model",
     "export_optimized_onnx_model",
+    "export_static_quantized_openvino_model",
     "quantize_embeddings",
     "util",
 ]

@@ -435,8 +435,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--index", help="index kind for a new collection (default faiss-hnsw)")
     p.add_argument(
         "--backend",
-        choices=["torch", "onnx"],
-        help="run the model with torch (default) or ONNX Runtime; stored for a new collection",
+        choices=["torch", "onnx", "openvino"],
+        help="run the model with torch (default), ONNX Runtime or OpenVINO; stored for a new collection",
     )
     p.add_argument("--batch-size", type=int, default=512, help="documents per write (default 512)")
     p.add_argument(
@@ -467,7 +467,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--fusion", choices=["weighted", "rrf"], default="weighted", help="hybrid fusion")
     p.add_argument(
         "--backend",
-        choices=["torch", "onnx"],
+        choices=["torch", "onnx", "openvino"],
         help="run the model this way (default: the collection's, on ONNX Runtime when the model's "
         "fp32 ONNX export exists and onnxruntime is installed)",
     )

@@ -98,8 +98,10 @@ class CrossEncoder(nn.Module):
         activation_fn: applied to the logits by :meth:`predict`. Default: what the folder saved,
             else sigmoid for one label and identity for several (as the reference library does).
         trust_remote_code: allow model code shipped with a hub model (off by default).
-        backend: ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime), as for ``SentenceTransformer``.
-        model_kwargs: with ``backend="onnx"``: ``file_name`` (an ONNX variant) and ``provider``.
+        backend: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime) or ``"openvino"``, as for
+            ``SentenceTransformer``.
+        model_kwargs: with ``backend="onnx"``: ``file_name`` (an ONNX variant) and ``provider``; with
+            ``backend="openvino"``: ``file_name``, ``device`` and ``ov_config``.
         revision, cache_folder, token, local_files_only: passed to the hub download.
 
     Example:
@@ -145,6 +147,7 @@ class CrossEncoder(nn.Module):
         saved_activation = self._check_folder(folder)
         target = resolve_device(device)
         self.tokenizer = load_tokenizer(folder, trust_remote_code=trust_remote_code)
+        self.model: Any  # the transformers model, or a runtime body standing in for it
         if self.backend == "onnx":
             from vectorstore.models.onnx_backend import OnnxBody
             from vectorstore.models.onnx_files import resolve_onnx_file
@@ -152,6 +155,17 @@ class CrossEncoder(nn.Module):
             path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
             config = load_hf_config(folder, trust_remote_code=trust_remote_code)
             self.model = OnnxBody(path, config, provider=self.model_kwargs.get("provider"))
+        elif self.backend == "openvino":
+            from vectorstore.models.openvino_backend import OpenVinoBody, resolve_openvino_file
+
+            path = resolve_openvino_file(folder, self.model_kwargs, onnx_source=self._fp32_onnx)
+            config = load_hf_config(folder, trust_remote_code=trust_remote_code)
+            self.model = OpenVinoBody(
+                path,
+                config,
+                device=self.model_kwargs.get("device"),
+                ov_config=self.model_kwargs.get("ov_config"),
+            )
         else:
             self.model = load_hf_model(
                 folder,
@@ -170,16 +184,21 @@ class CrossEncoder(nn.Module):
 
     # ------------------------------------------------------------------ loading
     def _export_to(self, target: Path) -> Path:
-        from vectorstore.models.onnx_backend import OnnxBody, export_onnx
+        from vectorstore.models.onnx_backend import export_onnx, is_runtime_body
 
         body = self.__dict__.get("_modules", {}).get("model")
-        if body is None or isinstance(body, OnnxBody):
+        if body is None or is_runtime_body(body):
             body = load_hf_model(
                 Path(self.model_path),
                 kind="sequence-classification",
                 trust_remote_code=self.trust_remote_code,
             )
         return export_onnx(body, self.tokenizer, target, kind="sequence-classification")
+
+    def _fp32_onnx(self) -> Path:
+        from vectorstore.models.onnx_files import exported_onnx
+
+        return exported_onnx(Path(self.model_path)) or self.export_onnx()
 
     def export_onnx(self) -> Path:
         """Export the model to ``onnx/model.onnx`` (in its folder, or the cache when the folder is
@@ -391,9 +410,10 @@ class CrossEncoder(nn.Module):
         It is a Hugging Face sequence-classification folder; ``config.json`` records the activation
         under ``sentence_transformers`` and the tokenizer config records ``max_length``.
         """
-        if self.onnx_body is not None:
+        if self.backend != "torch":
             raise InvalidInputError(
-                "save() writes torch weights; load the model with backend='torch' to save it"
+                f"save() writes torch weights; load the model with backend='torch' to save it "
+                f"(the {self.backend} files are already in the model folder)"
             )
         activation = self.activation_fn
         activation_path = (

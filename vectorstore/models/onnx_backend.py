@@ -30,6 +30,7 @@ from vectorstore.errors import InvalidInputError, ModelLoadError
 from vectorstore.models.onnx_files import (
     BACKENDS,
     check_backend,
+    exported_onnx,
     inference_session,
     onnx_folder,
     onnx_runtime,
@@ -155,6 +156,15 @@ class OnnxBody(nn.Module):
         return SimpleNamespace(last_hidden_state=tensor, logits=tensor)
 
 
+def is_runtime_body(body: Any) -> bool:
+    """Whether ``body`` is a runtime stand-in (ONNX Runtime or OpenVINO) rather than torch weights."""
+    if isinstance(body, OnnxBody):
+        return True
+    from vectorstore.models.openvino_backend import OpenVinoBody
+
+    return isinstance(body, OpenVinoBody)
+
+
 def _model_parts(model: Any) -> tuple[Any, Path, Kind]:
     """(model, folder, kind) of one of our SentenceTransformer / CrossEncoder objects (recognised by
     their methods: the model modules import this one, so it does not import them)."""
@@ -169,10 +179,11 @@ def _model_parts(model: Any) -> tuple[Any, Path, Kind]:
 
 
 def _source_onnx(model: Any, folder: Path) -> Path:
+    """The fp32 ONNX file a variant starts from: the loaded one, the existing export, or a new one."""
     body = getattr(model, "onnx_body", None)
     if body is not None and body.path.name == "model.onnx":
         return Path(body.path)
-    return model.export_onnx()
+    return exported_onnx(folder) or model.export_onnx()
 
 
 def _variant(

@@ -22,6 +22,7 @@ __all__ = [
     "inference_session",
     "onnx_folder",
     "onnx_runtime",
+    "openvino_runtime",
     "resolve_onnx_file",
 ]
 
@@ -40,11 +41,19 @@ def check_backend(backend: str) -> str:
     if backend == "onnx":
         onnx_runtime()
     elif backend == "openvino":
-        raise ModelLoadError(
-            "backend='openvino' is not available in this build: install vectorstore[openvino] "
-            "once it ships; use backend='onnx' (pip install 'vectorstore[onnx]') meanwhile"
-        )
+        openvino_runtime()
     return backend
+
+
+def openvino_runtime() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ModelLoadError(
+            "backend='openvino' needs OpenVINO: pip install 'vectorstore[openvino]' (openvino, plus "
+            "nncf for export_static_quantized_openvino_model)"
+        ) from exc
+    return openvino
 
 
 def onnx_runtime() -> Any:
@@ -62,14 +71,14 @@ def _cache_root() -> Path:
     return Path(env) / "onnx" if env else Path.home() / ".cache" / "vectorstore" / "onnx"
 
 
-def onnx_folder(model_folder: Path) -> Path:
-    """Where this model's ONNX files live: ``<folder>/onnx`` when writable (or already holding a
-    model), else a cache folder named by the model folder's path."""
-    inside = model_folder / "onnx"
-    if any(inside.glob("*.onnx")) or os.access(model_folder, os.W_OK):
+def onnx_folder(model_folder: Path, sub: str = "onnx", pattern: str = "*.onnx") -> Path:
+    """Where this model's ONNX files (``sub="openvino"``: OpenVINO files) live: ``<folder>/<sub>``
+    when writable (or already holding a model), else a cache folder named by the model folder's path."""
+    inside = model_folder / sub
+    if any(inside.glob(pattern)) or os.access(model_folder, os.W_OK):
         return inside
     digest = hashlib.sha256(str(model_folder.resolve()).encode()).hexdigest()[:16]
-    return _cache_root() / f"{model_folder.name}-{digest}" / "onnx"
+    return _cache_root() / f"{model_folder.name}-{digest}" / sub
 
 
 def inference_session(path: Path, provider: str | None = None) -> tuple[Any, str]:

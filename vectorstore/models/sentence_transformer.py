@@ -62,11 +62,15 @@ class SentenceTransformer(nn.Module):
         truncate_dim: default Matryoshka truncation for ``encode``.
         trust_remote_code: allow model code shipped with a hub model (off by default).
         revision, cache_folder, token, local_files_only: passed to the hub download.
-        backend: ``"torch"`` (default) or ``"onnx"`` (ONNX Runtime; ``pip install 'vectorstore[onnx]'``):
-            the folder's ``onnx/model.onnx`` is used, or exported from the torch weights once.
+        backend: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime; ``pip install 'vectorstore[onnx]'``):
+            the folder's ``onnx/model.onnx`` is used, or exported from the torch weights once; or
+            ``"openvino"`` (``pip install 'vectorstore[openvino]'``): ``openvino/openvino_model.xml``,
+            converted from the ONNX export once.
         model_kwargs: with ``backend="onnx"``: ``file_name`` (a variant such as
             ``"onnx/model_qint8_avx512_vnni.onnx"`` or ``"onnx/model_O3.onnx"``) and ``provider`` (an
-            ONNX Runtime execution provider; default CUDA when available, else CPU).
+            ONNX Runtime execution provider; default CUDA when available, else CPU). With
+            ``backend="openvino"``: ``file_name`` (e.g. ``"openvino/openvino_model_qint8_quantized.xml"``),
+            ``device`` (an OpenVINO device, default ``"CPU"``) and ``ov_config`` (compile properties).
 
     Example:
         >>> model = SentenceTransformer("all-MiniLM-L6-v2")
@@ -159,6 +163,7 @@ class SentenceTransformer(nn.Module):
         self.tokenizer = load_tokenizer(transformer_dir, trust_remote_code=self.trust_remote_code)
         self._transformer_dir = transformer_dir
         self._weights_dtype = dtype
+        self.auto_model: Any  # the transformers model, or a runtime body standing in for it
         if self.backend == "onnx":
             from vectorstore.models.onnx_backend import OnnxBody
             from vectorstore.models.onnx_files import resolve_onnx_file
@@ -166,6 +171,17 @@ class SentenceTransformer(nn.Module):
             path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
             config = load_hf_config(transformer_dir, trust_remote_code=self.trust_remote_code)
             self.auto_model = OnnxBody(path, config, provider=self.model_kwargs.get("provider"))
+        elif self.backend == "openvino":
+            from vectorstore.models.openvino_backend import OpenVinoBody, resolve_openvino_file
+
+            path = resolve_openvino_file(folder, self.model_kwargs, onnx_source=self._fp32_onnx)
+            config = load_hf_config(transformer_dir, trust_remote_code=self.trust_remote_code)
+            self.auto_model = OpenVinoBody(
+                path,
+                config,
+                device=self.model_kwargs.get("device"),
+                ov_config=self.model_kwargs.get("ov_config"),
+            )
         else:
             self.auto_model = load_hf_model(
                 transformer_dir, kind="base", trust_remote_code=self.trust_remote_code, dtype=dtype
@@ -194,12 +210,17 @@ class SentenceTransformer(nn.Module):
         self.dense = nn.ModuleList(dense).to(dtype)
 
     def _export_to(self, target: Path) -> Path:
-        from vectorstore.models.onnx_backend import OnnxBody, export_onnx
+        from vectorstore.models.onnx_backend import export_onnx, is_runtime_body
 
         body = self.__dict__.get("_modules", {}).get("auto_model")
-        if body is None or isinstance(body, OnnxBody):
+        if body is None or is_runtime_body(body):
             body = load_hf_model(self._transformer_dir, kind="base", trust_remote_code=self.trust_remote_code)
         return export_onnx(body, self.tokenizer, target, kind="base")
+
+    def _fp32_onnx(self) -> Path:
+        from vectorstore.models.onnx_files import exported_onnx
+
+        return exported_onnx(Path(self.model_path)) or self.export_onnx()
 
     def export_onnx(self) -> Path:
         """Export the transformer body to ``onnx/model.onnx`` (in the model folder, or the cache when
@@ -510,10 +531,10 @@ class SentenceTransformer(nn.Module):
         import importlib.metadata as md
 
         assert self.pooling is not None
-        if self.onnx_body is not None:
+        if self.backend != "torch":
             raise InvalidInputError(
                 "save() writes torch weights; load the model with backend='torch' to save it "
-                "(the ONNX files are already in the model folder's onnx/)"
+                f"(the {self.backend} files are already in the model folder)"
             )
         out = Path(path)
         out.mkdir(parents=True, exist_ok=True)
