@@ -51,6 +51,11 @@ def test_openvino_fp32_equals_torch_within_1e_4(dev_sentences, torch_model, ov_m
         assert np.abs(torch_model.encode(sents[:20], **kw) - ov_model.encode(sents[:20], **kw)).max() < 1e-4
     again = vs.SentenceTransformer(str(minilm_copy), backend="openvino")  # found, not converted again
     assert again.auto_model.path == ov_model.auto_model.path
+    (minilm_copy / "onnx" / "model.onnx").unlink()
+    # exported again from the torch weights (loaded for it), not from the OpenVINO body
+    assert ov_model.export_onnx() == minilm_copy / "onnx" / "model.onnx"
+    onnx = vs.SentenceTransformer(str(minilm_copy), backend="onnx")
+    assert np.abs(onnx.encode(sents[:20]) - torch_model.encode(sents[:20])).max() < 1e-4
 
 
 def test_static_int8_keeps_sts_quality(dev_pairs, dev_sentences, torch_model, ov_model, minilm_copy):

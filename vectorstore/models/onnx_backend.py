@@ -131,6 +131,8 @@ class OnnxBody(nn.Module):
         provider: an ONNX Runtime execution provider (default: CUDA when available, else CPU).
     """
 
+    runs_outside_torch = True  # see is_runtime_body
+
     def __init__(self, path: Path, config: Any, *, provider: str | None = None) -> None:
         super().__init__()
         self.session, provider = inference_session(path, provider)
@@ -157,12 +159,8 @@ class OnnxBody(nn.Module):
 
 
 def is_runtime_body(body: Any) -> bool:
-    """Whether ``body`` is a runtime stand-in (ONNX Runtime or OpenVINO) rather than torch weights."""
-    if isinstance(body, OnnxBody):
-        return True
-    from vectorstore.models.openvino_backend import OpenVinoBody
-
-    return isinstance(body, OpenVinoBody)
+    """Whether ``body`` is a runtime stand-in (ONNX Runtime, OpenVINO) rather than torch weights."""
+    return bool(getattr(body, "runs_outside_torch", False))
 
 
 def _model_parts(model: Any) -> tuple[Any, Path, Kind]:

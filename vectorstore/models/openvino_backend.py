@@ -111,6 +111,8 @@ class OpenVinoBody(nn.Module):
         ov_config: OpenVINO properties for compilation, e.g. ``{"PERFORMANCE_HINT": "LATENCY"}``.
     """
 
+    runs_outside_torch = True  # see onnx_backend.is_runtime_body
+
     def __init__(
         self,
         path: Path,
