@@ -367,8 +367,9 @@ class IndexState:
         touched = touched[self.vectors.contains_many(touched)]  # new keys are in neither
         self.index.remove(touched)
         self.vectors.remove(touched)
-        if self._journal is not None:
-            self._journal.append(touched)
+        journal = self._journal  # read once: a finishing rebuild may drop it without the lock
+        if journal is not None:
+            journal.append(touched)
         self.pending.discard(last.keys())
         if len(keys):
             self.vectors.add(keys, vecs)
@@ -386,8 +387,9 @@ class IndexState:
             keys = self.pending.oldest(n)
             self.index.add(keys, self.vectors.get_vectors(keys))
             self.vectors.indexed(keys)
-            if self._journal is not None:
-                self._journal.append(np.asarray(keys, dtype=np.int64))
+            journal = self._journal  # read once (see _apply_changes)
+            if journal is not None:
+                journal.append(np.asarray(keys, dtype=np.int64))
             self.pending.mark_indexed(keys)
             return len(keys)
 
