@@ -161,6 +161,8 @@ def test_bad_backend_arguments_raise_clear_errors(minilm_copy):
         vs.SentenceTransformer(str(minilm_copy), backend="onnx", model_kwargs={"provider": "NoSuchProvider"})
     with pytest.raises(InvalidInputError, match="optimization_config"):
         vs.export_optimized_onnx_model(vs.SentenceTransformer(str(minilm_copy)), "O9")
+    with pytest.raises(InvalidInputError, match="push_to_hub"):
+        vs.export_dynamic_quantized_onnx_model(vs.SentenceTransformer(str(minilm_copy)), "avx2", None, True)
 
 
 def test_a_collection_stores_its_backend(tmp_path, minilm_copy, torch_model):

@@ -123,6 +123,8 @@ def test_openvino_errors_are_clear(minilm_copy, ov_model, monkeypatch):
         vs.export_static_quantized_openvino_model(ov_model, {"preset": "fastest"}, calibration_texts=["a"])
     with pytest.raises(InvalidInputError, match="torch"):
         ov_model.save(str(minilm_copy.parent / "saved"))
+    with pytest.raises(InvalidInputError, match="push_to_hub"):
+        vs.export_static_quantized_openvino_model(ov_model, None, str(minilm_copy), push_to_hub=True)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(ModelLoadError, match=r"vectorstore\[openvino\]"):
         vs.SentenceTransformer(str(minilm_copy), backend="openvino")

@@ -158,6 +158,16 @@ class OnnxBody(nn.Module):
         return SimpleNamespace(last_hidden_state=tensor, logits=tensor)
 
 
+def refuse_hub_upload(push_to_hub: bool) -> None:
+    """The export functions take sentence-transformers' ``push_to_hub`` / ``create_pr`` arguments, but
+    write locally only."""
+    if push_to_hub:
+        raise InvalidInputError(
+            "push_to_hub=True is not supported: the export is written to the model folder; upload it "
+            "with huggingface_hub if you need to"
+        )
+
+
 def is_runtime_body(body: Any) -> bool:
     """Whether ``body`` is a runtime stand-in (ONNX Runtime, OpenVINO) rather than torch weights."""
     return bool(getattr(body, "runs_outside_torch", False))
@@ -197,6 +207,8 @@ def export_optimized_onnx_model(
     model: Any,
     optimization_config: str = "O2",
     model_name_or_path: str | os.PathLike[str] | None = None,
+    push_to_hub: bool = False,
+    create_pr: bool = False,
     *,
     file_suffix: str | None = None,
 ) -> Path:
@@ -210,11 +222,14 @@ def export_optimized_onnx_model(
         model: a SentenceTransformer or CrossEncoder (any backend).
         optimization_config: ``"O1"`` .. ``"O4"``.
         model_name_or_path: the model folder to write into (default: the model's own folder).
+        push_to_hub, create_pr: sentence-transformers' arguments; uploading is not supported
+            (``push_to_hub=True`` raises :class:`~vectorstore.InvalidInputError`).
         file_suffix: the file is ``model_<suffix>.onnx`` (default: the level).
 
     Returns:
         the written file.
     """
+    refuse_hub_upload(push_to_hub)
     if optimization_config not in OPTIMIZATION_LEVELS:
         raise InvalidInputError(
             f"optimization_config must be one of {OPTIMIZATION_LEVELS}, got {optimization_config!r}"
@@ -255,6 +270,8 @@ def export_dynamic_quantized_onnx_model(
     model: Any,
     quantization_config: str = "avx512_vnni",
     model_name_or_path: str | os.PathLike[str] | None = None,
+    push_to_hub: bool = False,
+    create_pr: bool = False,
     *,
     file_suffix: str | None = None,
 ) -> Path:
@@ -270,6 +287,7 @@ def export_dynamic_quantized_onnx_model(
     Returns:
         the written file.
     """
+    refuse_hub_upload(push_to_hub)
     if quantization_config not in QUANTIZATION_CONFIGS:
         raise InvalidInputError(
             f"quantization_config must be one of {QUANTIZATION_CONFIGS}, got {quantization_config!r}"

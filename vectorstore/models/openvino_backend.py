@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
-from vectorstore.models.onnx_backend import _LOCK, _model_parts, _source_onnx
+from vectorstore.models.onnx_backend import _LOCK, _model_parts, _source_onnx, refuse_hub_upload
 from vectorstore.models.onnx_files import onnx_folder, openvino_runtime
 
 __all__ = [
@@ -199,6 +199,8 @@ def export_static_quantized_openvino_model(
     dataset_config_name: str | None = None,
     dataset_split: str | None = None,
     column_name: str | None = None,
+    push_to_hub: bool = False,
+    create_pr: bool = False,
     *,
     calibration_texts: Sequence[str | tuple[str, str]] | None = None,
     file_suffix: str = "qint8_quantized",
@@ -221,12 +223,14 @@ def export_static_quantized_openvino_model(
         model_name_or_path: the model folder to write into (default: the model's own folder).
         dataset_name, dataset_config_name, dataset_split, column_name: a ``datasets`` dataset to
             calibrate on (needs the package and the data locally or a hub).
+        push_to_hub, create_pr: sentence-transformers' arguments; uploading is not supported.
         calibration_texts: the calibration inputs (preferred offline).
         file_suffix: the file is ``openvino_model_<suffix>.xml``.
 
     Returns:
         the written ``.xml`` (its ``.bin`` beside it).
     """
+    refuse_hub_upload(push_to_hub)
     ov = openvino_runtime()
     try:
         import nncf
