@@ -17,7 +17,7 @@ import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -120,6 +120,22 @@ def export_onnx(hf_model: Any, tokenizer: Any, target: Path, *, kind: Kind) -> P
     return target
 
 
+def runtime_feed(input_names: Any, features: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The int64 arrays a runtime graph takes, from tokenizer output (tensors or arrays); a graph that
+    takes ``token_type_ids`` gets zeros when the tokenizer gave none."""
+    names = list(input_names)
+    feed = {
+        n: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).astype(
+            np.int64, copy=False
+        )
+        for n, v in features.items()
+        if n in names
+    }
+    if "token_type_ids" in names and "token_type_ids" not in feed:
+        feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+    return feed
+
+
 class OnnxBody(nn.Module):
     """An ONNX Runtime session that stands in for the transformers body: called with the tokenizer's
     tensors, it returns an object with ``last_hidden_state`` (base) or ``logits`` (classifier), as
@@ -146,14 +162,7 @@ class OnnxBody(nn.Module):
 
     def forward(self, return_dict: bool = True, **features: torch.Tensor) -> SimpleNamespace:
         """Run the session on the features the graph takes (others are ignored)."""
-        feed = {
-            n: features[n].detach().cpu().numpy().astype(np.int64, copy=False)
-            for n in self.input_names
-            if n in features
-        }
-        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        (out,) = self.session.run([self.output_name], feed)
+        (out,) = self.session.run([self.output_name], runtime_feed(self.input_names, features))
         tensor = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
         return SimpleNamespace(last_hidden_state=tensor, logits=tensor)
 

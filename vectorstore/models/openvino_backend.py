@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vectorstore.errors import InvalidInputError, ModelLoadError
-from vectorstore.models.onnx_backend import _LOCK, _model_parts, _source_onnx, refuse_hub_upload
+from vectorstore.models.onnx_backend import _LOCK, _model_parts, _source_onnx, refuse_hub_upload, runtime_feed
 from vectorstore.models.onnx_files import onnx_folder, openvino_runtime
 
 __all__ = [
@@ -144,15 +144,10 @@ class OpenVinoBody(nn.Module):
 
     def forward(self, return_dict: bool = True, **features: torch.Tensor) -> SimpleNamespace:
         """Run the compiled model on the features it takes (others are ignored)."""
-        feed = {
-            n: features[n].detach().cpu().numpy().astype(np.int64, copy=False)
-            for n in self.input_names
-            if n in features
-        }
-        if "token_type_ids" in self.input_names and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
         # one infer request per call: requests are not shared between threads
-        out = self.compiled.create_infer_request().infer(feed)[self.output]
+        out = self.compiled.create_infer_request().infer(runtime_feed(self.input_names, features))[
+            self.output
+        ]
         tensor = torch.from_numpy(np.array(out, dtype=np.float32))
         return SimpleNamespace(last_hidden_state=tensor, logits=tensor)
 
@@ -259,11 +254,9 @@ def export_static_quantized_openvino_model(
 
     def sample(text: Any) -> dict[str, np.ndarray]:
         pair = (text[0], text[1]) if isinstance(text, (tuple, list)) else (text,)
-        enc = tokenizer(*pair, truncation=True, max_length=int(limit), return_tensors="np")
-        feed = {k: np.asarray(v, dtype=np.int64) for k, v in enc.items() if k in names}
-        if "token_type_ids" in names and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-        return feed
+        return runtime_feed(
+            names, tokenizer(*pair, truncation=True, max_length=int(limit), return_tensors="np")
+        )
 
     samples = int(options.get("num_samples", _DEFAULT_SAMPLES))
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
