@@ -84,6 +84,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--baseline-repo", type=Path, help="a checkout of the reference commit (required)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep the built stores in this folder and reuse them on the next run (default: a temporary one)",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -93,12 +98,16 @@ def main() -> None:
         parser.error("--baseline-repo is required")
 
     vectors, queries, _, _ = _common.sts_derived(args.n, 100)
-    work = Path(tempfile.mkdtemp(prefix="vs-reopen-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="vs-reopen-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
         np.save(work / "vectors.npy", vectors)
         np.save(work / "queries.npy", queries)
         sides = {"this checkout": _ROOT, "baseline": args.baseline_repo.resolve()}
         for name, repo in sides.items():
+            if (work / name.replace(" ", "_")).exists():
+                print(f"{name:<14} reusing the store built in {work}")
+                continue
             built = _run("build", repo, work / name.replace(" ", "_"), work)
             print(f"{name:<14} built {args.n} vectors in {built['build_s']:.1f} s ({repo})")
         times: dict[str, list[float]] = {name: [] for name in sides}
@@ -113,7 +122,8 @@ def main() -> None:
         ratio = statistics.median(times["this checkout"]) / statistics.median(times["baseline"])
         print(f"ratio this/baseline: {ratio:.3f} (goal <= 1.10)")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -372,6 +372,17 @@ class BaseIndex(abc.ABC):
         for role, (path, crc) in list(self.pending_verification.items()):
             check_crc(path, crc)
             del self.pending_verification[role]
+        self._on_verified()
+
+    @property
+    def verifies_reads(self) -> bool:
+        """Whether the stored vectors this index serves (``get_vectors``) are known to be the saved ones:
+        once no checksum is deferred any more, or earlier for kinds that check each block of their
+        storage as it is read."""
+        return not self.pending_verification
+
+    def _on_verified(self) -> None:  # noqa: B027 - optional hook
+        """Called once no checksum of the loaded files is deferred any more."""
 
     @classmethod
     def _restore(cls, directory: Path, manifest: dict[str, Any], verify: bool | str) -> BaseIndex:
@@ -403,6 +414,8 @@ class BaseIndex(abc.ABC):
             role: (files[role], int(manifest["files"][role]["crc32"]))
             for role in deferred - cls.lazily_verified
         }
+        if not index.pending_verification:
+            index._on_verified()
         return index
 
     # ------------------------------------------------------------------ backend hooks

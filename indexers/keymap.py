@@ -2,7 +2,10 @@
 
 The store's keys are its row ids, small dense integers, so the map is normally one ``int64`` array
 indexed by key (a lookup is one gather); keys spread too thinly for that fall back to binary search
-in a sorted copy. Building either costs no per-key Python work, which keeps loading a large index fast.
+in a sorted copy. A keys array that is strictly increasing already (an index loaded or built by
+appending rows in key order, nothing removed) needs neither: lookups binary-search it in place, so
+the first query after a load allocates nothing. Building costs no per-key Python work, which keeps
+loading a large index fast.
 """
 
 from __future__ import annotations
@@ -24,15 +27,25 @@ class KeyMap:
     def __init__(self) -> None:
         self._dense: np.ndarray | None = None  # key -> position, -1 where absent
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None  # (sorted keys, their positions)
+        # the keys array is strictly increasing with this many entries, its last key this one
+        self._increasing: tuple[int, int] | None = None
 
     def reset(self) -> None:
         """Forget everything: the next lookup rebuilds from the keys array."""
         self._dense = None
         self._sorted = None
+        self._increasing = None
 
     def set(self, keys: np.ndarray, positions: np.ndarray) -> None:
         """``keys`` now live at ``positions``."""
         self._sorted = None
+        if self._increasing is not None and len(keys):
+            n, last = self._increasing
+            appended = int(positions[0]) == n and bool(np.all(np.diff(positions) == 1))
+            if appended and int(keys[0]) > last and bool(np.all(np.diff(keys) > 0)):
+                self._increasing = (n + len(keys), int(keys[-1]))
+            else:
+                self._increasing = None
         if self._dense is not None and len(keys):
             if int(keys.min()) >= 0 and int(keys.max()) < len(self._dense):
                 self._dense[keys] = positions
@@ -42,14 +55,21 @@ class KeyMap:
     def clear(self, keys: np.ndarray) -> None:
         """``keys`` are gone."""
         self._sorted = None
+        self._increasing = None  # their slots become -1 (or are refilled): no longer increasing
         if self._dense is not None and len(keys):
             self._dense[keys] = -1
 
     def locate(self, keys_array: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, positions) of ``queries`` in ``keys_array`` (positions are meaningless where not found)."""
         queries = np.asarray(queries, dtype=np.int64)
-        if self._dense is None and self._sorted is None:
+        if self._dense is None and self._sorted is None and self._increasing is None:
             self._build(keys_array)
+        if self._increasing is not None:
+            n = self._increasing[0]
+            if n == 0:
+                return np.zeros(len(queries), dtype=bool), np.zeros(len(queries), dtype=np.int64)
+            at = np.minimum(np.searchsorted(keys_array[:n], queries), n - 1)
+            return keys_array[at] == queries, at
         dense = self._dense
         if dense is not None:
             if not len(queries):
@@ -68,6 +88,10 @@ class KeyMap:
         return sorted_keys[at] == queries, sorted_pos[at]
 
     def _build(self, keys_array: np.ndarray) -> None:
+        n = len(keys_array)
+        if n and keys_array[0] >= 0 and bool((keys_array[1:] > keys_array[:-1]).all()):
+            self._increasing = (n, int(keys_array[-1]))
+            return
         live = np.nonzero(keys_array >= 0)[0]
         keys = keys_array[live]
         top = int(keys.max()) if len(keys) else -1

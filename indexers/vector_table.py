@@ -10,7 +10,7 @@ import numpy as np
 from indexers.errors import IndexCorruptedError
 from indexers.keymap import KeyMap
 
-__all__ = ["BLOCK_ROWS", "VectorTable", "block_crcs"]
+__all__ = ["BLOCK_ROWS", "RowBlocks", "VectorTable", "block_crcs"]
 
 BLOCK_ROWS = 8  # rows per checksummed block of a saved table: small, so a first query reads and checks little
 
@@ -23,6 +23,54 @@ def block_crcs(vectors: np.ndarray, block_rows: int = BLOCK_ROWS) -> np.ndarray:
         dtype=np.uint32,
         count=(n + block_rows - 1) // block_rows,
     )
+
+
+class RowBlocks:
+    """The :data:`BLOCK_ROWS`-row block checksums of an array loaded from a file, each block checked the
+    first time a row of it is read: a large file is trusted block by block as it is used, instead of
+    being read whole before the first answer.
+
+    Args:
+        crcs: :func:`block_crcs` of the array as it was saved.
+        n_rows: rows the loaded array has (the checksums must cover exactly these).
+
+    Raises:
+        IndexCorruptedError: ``crcs`` does not cover ``n_rows`` rows.
+    """
+
+    def __init__(self, crcs: np.ndarray, n_rows: int) -> None:
+        if len(crcs) != (n_rows + BLOCK_ROWS - 1) // BLOCK_ROWS:
+            raise IndexCorruptedError(f"{len(crcs)} block checksums for a table of {n_rows} rows")
+        self._crcs = np.asarray(crcs, dtype=np.uint32)
+        self._done = np.zeros(len(crcs), dtype=bool)
+        self._n = n_rows
+
+    @property
+    def complete(self) -> bool:
+        """Whether every block has been checked."""
+        return bool(self._done.all())
+
+    def verify(self, array: np.ndarray, rows: np.ndarray) -> None:
+        """Check the blocks of ``rows`` not checked yet; ``array`` is the loaded data (rows past the
+        loaded ones were added since and are not checked).
+
+        Raises:
+            IndexCorruptedError: a block's bytes are not what was saved.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        todo = np.unique(rows[(rows >= 0) & (rows < self._n)] // BLOCK_ROWS)
+        todo = todo[~self._done[todo]]
+        for b in todo.tolist():
+            start = b * BLOCK_ROWS
+            if zlib.crc32(np.ascontiguousarray(array[start : start + BLOCK_ROWS]).data) != int(self._crcs[b]):
+                raise IndexCorruptedError(
+                    f"stored vectors in rows {start}..{start + BLOCK_ROWS - 1} fail their checksum (garbled)"
+                )
+            self._done[b] = True
+
+    def verify_all(self, array: np.ndarray) -> None:
+        """Check every block not checked yet."""
+        self.verify(array, np.nonzero(~self._done)[0] * BLOCK_ROWS)
 
 
 class VectorTable:
@@ -41,8 +89,8 @@ class VectorTable:
         self._n = 0
         self._row_map: dict[int, int] | None = {}
         self._keymap = KeyMap()  # key -> row, vectorised, built on first lookup
-        # a loaded table whose storage is checked block by block on first use: (crcs, verified mask)
-        self._blocks: tuple[np.ndarray, np.ndarray] | None = None
+        # a loaded table whose storage is checked block by block on first use
+        self._blocks: RowBlocks | None = None
 
     @classmethod
     def from_arrays(cls, keys: np.ndarray, vectors: np.ndarray) -> VectorTable:
@@ -57,33 +105,21 @@ class VectorTable:
 
     def check_blocks(self, crcs: np.ndarray) -> None:
         """Verify the storage lazily: each :data:`BLOCK_ROWS`-row block against ``crcs`` on first use."""
-        if len(crcs) != (self._n + BLOCK_ROWS - 1) // BLOCK_ROWS:
-            raise IndexCorruptedError(f"{len(crcs)} block checksums for a table of {self._n} rows")
-        self._blocks = (
-            (np.asarray(crcs, dtype=np.uint32), np.zeros(len(crcs), dtype=bool)) if len(crcs) else None
-        )
+        blocks = RowBlocks(crcs, self._n)
+        self._blocks = None if blocks.complete else blocks
 
     def _verify_rows(self, rows: np.ndarray) -> None:
         blocks = self._blocks
         if blocks is None or not len(rows):
             return
-        crcs, done = blocks
-        todo = np.unique(rows // BLOCK_ROWS)
-        todo = todo[~done[todo]]
-        for b in todo.tolist():
-            start = b * BLOCK_ROWS
-            if zlib.crc32(self._vecs[start : start + BLOCK_ROWS].data) != int(crcs[b]):
-                raise IndexCorruptedError(
-                    f"stored vectors in rows {start}..{start + BLOCK_ROWS - 1} fail their checksum (garbled)"
-                )
-            done[b] = True
-        if done.all():
+        blocks.verify(self._vecs, rows)
+        if blocks.complete:
             self._blocks = None
 
     def verify_all(self) -> None:
         """Check every block still unverified (before a whole-table scan, a write or a save)."""
         if self._blocks is not None:
-            self._verify_rows(np.nonzero(~self._blocks[1])[0] * BLOCK_ROWS)
+            self._blocks.verify_all(self._vecs)
             self._blocks = None
 
     @property

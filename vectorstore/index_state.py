@@ -669,10 +669,11 @@ class IndexState:
         """Full-precision float32 vectors of ``keys`` (all of them applied here) for scoring: as in
         SQLite, or unit length for cosine where the index's own storage serves them (equal scores).
 
-        While the index's file is still being checksummed after a load, its storage is not trusted:
-        vectors it would serve are read from SQLite (each row checked against its CRC) instead.
+        While the index's file is still being checksummed after a load, its storage is trusted only
+        where the index checks each block it reads against the block's saved CRC (``faiss-hnsw``);
+        otherwise the vectors it would serve are read from SQLite (each row checked against its CRC).
         """
-        if not self.vectors.raw and self.index.pending_verification:
+        if not self.vectors.raw and not self.index.verifies_reads:
             return self.stored_vectors(keys)
         return self.vectors.get_vectors(keys)
 
@@ -711,6 +712,9 @@ class IndexState:
     def hydrate(self, keys: list[int]) -> dict[int, StoredRecord]:
         """Ids, documents and metadata of ``keys``, in one statement per 5,000 keys."""
         out: dict[int, StoredRecord] = {}
+        direct = self.reader.record_rows(keys) if len(keys) <= 900 else None  # bound-variable limit
+        if direct is not None:
+            return {int(row[0]): StoredRecord.from_row(row) for row in direct}
         for start in range(0, len(keys), 5000):
             part = keys[start : start + 5000]
             n = len(part)

@@ -16,6 +16,7 @@ from indexers.persistence import save_arrays
 from indexers.scoring import empty_results
 from indexers.spec import Metric
 from indexers.validation import check_positive
+from indexers.vector_table import RowBlocks, block_crcs
 
 __all__ = ["FaissHNSWIndex"]
 
@@ -28,6 +29,11 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
     HNSW graphs cannot drop nodes, so removal marks the node's internal id dead (search skips it
     through an ID selector) and the graph is rebuilt from its own vectors once more than half of
     it is dead.
+
+    A save also writes a CRC32 per 8 rows of the graph's float32 storage; after a load whose file
+    checksum is deferred (``verify="lazy"``), every stored vector read (``get_vectors``) is checked
+    against its block's CRC first, so vectors served before the whole file is verified are the ones
+    saved (:attr:`verifies_reads`).
 
     Options:
         M: graph degree (32). efConstruction: build beam (200). efSearch: search beam (64, raised to k).
@@ -58,6 +64,7 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
         self._index.hnsw.efConstruction = self.options["efConstruction"]
         self._index.hnsw.efSearch = self.options["efSearch"]
         self._reset_labels()
+        self._row_blocks: RowBlocks | None = None  # the loaded storage's block checksums, until verified
 
     def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         start = self._index.ntotal
@@ -98,7 +105,26 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
     def _vectors_for(self, keys: np.ndarray) -> np.ndarray:
         if not len(keys):
             return np.empty((0, self.dim), dtype=np.float32)
-        return np.asarray(self._index.reconstruct_batch(self._positions(keys)), dtype=np.float32)
+        positions = self._positions(keys)
+        blocks = self._row_blocks
+        if blocks is not None:
+            blocks.verify(self._storage(), positions)
+        return np.asarray(self._index.reconstruct_batch(positions), dtype=np.float32)
+
+    def _storage(self) -> np.ndarray:
+        """The graph's float32 storage as an ``[ntotal, dim]`` view (no copy; valid until the next write)."""
+        n = self._index.ntotal
+        if n == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        flat = faiss.downcast_index(self._index.storage)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    @property
+    def verifies_reads(self) -> bool:
+        return self._row_blocks is not None or not self.pending_verification
+
+    def _on_verified(self) -> None:
+        self._row_blocks = None  # the whole file is verified: so is every block
 
     def _run(self, queries: np.ndarray, kk: int, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
         """The ``kk`` (<= stored) best of each query, padded to ``k``. ``selectors`` keeps every SWIG
@@ -131,7 +157,8 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
         path = directory / f"index-{tag}.faiss"
         faiss.write_index(self._index, str(path))
-        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
+        arrays = {"labels": self._labels, "blocks": block_crcs(self._storage())}
+        return {"index": path, **save_arrays(directory, tag, arrays)}
 
     def _read_files(
         self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
@@ -145,3 +172,5 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
         self._index = index
         self._index.hnsw.efSearch = self.options["efSearch"]
         self._set_loaded_keys(self._load_labels(labels))
+        if "blocks" in files:  # saves before block checksums existed have none: reads go unchecked
+            self._row_blocks = RowBlocks(np.load(files["blocks"], allow_pickle=False), index.ntotal)

@@ -485,6 +485,43 @@ def test_lazy_loading_defers_large_native_files_to_verify_pending(rng, tmp_path,
         indexers.load_index(tmp_path)
 
 
+def test_a_lazily_loaded_graph_checks_each_storage_block_it_reads(rng, tmp_path, monkeypatch):
+    """faiss-hnsw saves a CRC per 8 rows of its float32 storage: while the graph file's own checksum is
+    deferred, a read of a garbled row raises, reads of intact blocks succeed, and once the whole file
+    has been verified the per-block checks stop."""
+    from indexers import persistence
+
+    monkeypatch.setattr(persistence, "_SMALL_FILE", 10_000)
+    x = clustered(rng, 300, DIM)
+    index = indexers.make_index("faiss-hnsw", DIM, metric="dot")
+    index.add(np.arange(300), x)
+    index.save(tmp_path)
+    manifest = _age_saved_files(tmp_path, persistence)
+    assert "blocks" in manifest["files"]
+    intact = indexers.load_index(tmp_path, verify="lazy")
+    assert intact.pending_verification and intact.verifies_reads
+    np.testing.assert_array_equal(intact.get_vectors(np.arange(300)), x)
+    intact.verify_pending()
+    assert intact.verifies_reads and intact._row_blocks is None
+
+    native = tmp_path / manifest["files"]["index"]["name"]
+    data = bytearray(native.read_bytes())
+    offset = bytes(data).find(x[123].tobytes())
+    assert offset > 0  # row 123 as FAISS stores it
+    st = native.stat()
+    data[offset + 5] ^= 0xFF
+    native.write_bytes(bytes(data))
+    os.utime(native, ns=(st.st_atime_ns, st.st_mtime_ns))
+    lazy = indexers.load_index(tmp_path, verify="lazy")
+    np.testing.assert_array_equal(lazy.get_vectors(np.array([0, 1, 200])), x[[0, 1, 200]])
+    with pytest.raises(IndexCorruptedError, match=r"rows 120\.\.127 fail their checksum"):
+        lazy.get_vectors(np.array([5, 123]))
+    with pytest.raises(IndexCorruptedError, match="checksum"):
+        lazy.verify_pending()
+    eager = indexers.load_index(tmp_path, verify=False)  # nothing deferred: no per-block checks
+    assert eager._row_blocks is None and eager.verifies_reads
+
+
 @pytest.mark.parametrize(
     "kind, options",
     [

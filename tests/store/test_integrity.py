@@ -212,12 +212,25 @@ def test_bit_rot_in_a_native_index_file_is_caught_in_the_background(tmp_path, ca
         _assert_brute_force(col, ids, vecs, n_queries=50)
 
 
-def test_bit_rot_in_the_index_storage_never_scores_a_result(tmp_path, caplog, monkeypatch):
+@pytest.mark.parametrize("with_blocks", [True, False], ids=["block-checksums", "saved-without-them"])
+def test_bit_rot_in_the_index_storage_never_scores_a_result(tmp_path, caplog, monkeypatch, with_blocks):
     """faiss-hnsw is its own vector cache: until its file's checksum is done, the vectors that score
-    results are read from SQLite, not from the (here garbled) storage they were loaded from."""
+    results are checked against the block checksums saved with the graph — a garbled row is caught by
+    the first query that reads it, and the index rebuilt from SQLite before anything is answered — or,
+    for files saved without block checksums, read from SQLite instead of the storage."""
     from indexers import persistence
+    from indexers.faiss.hnsw import FaissHNSWIndex
 
     monkeypatch.setattr(persistence, "_SMALL_FILE", 4096)  # this small file is checked as a large one is
+    if not with_blocks:  # a save as earlier versions wrote it: no "blocks" file
+        real_write = FaissHNSWIndex._write_files
+
+        def without_blocks(self, directory, tag):
+            files = real_write(self, directory, tag)
+            files.pop("blocks").unlink()
+            return files
+
+        monkeypatch.setattr(FaissHNSWIndex, "_write_files", without_blocks)
     path = tmp_path / "s"
     vecs = _vectors(3000)
     with vs.Store(path) as store:
@@ -226,6 +239,7 @@ def test_bit_rot_in_the_index_storage_never_scores_a_result(tmp_path, caplog, mo
     gen = _generation(path)
     assert not (gen / "vectors").exists()
     manifest = json.loads((gen / "index" / "manifest.json").read_text())
+    assert ("blocks" in manifest["files"]) == with_blocks
     target = gen / "index" / manifest["files"]["index"]["name"]
     unit = vecs[0] / np.linalg.norm(vecs[0])
     offset = target.read_bytes().find(unit.astype(np.float32).tobytes())
@@ -237,13 +251,20 @@ def test_bit_rot_in_the_index_storage_never_scores_a_result(tmp_path, caplog, mo
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     with caplog.at_level(logging.WARNING), vs.Store(path) as store:
         col = store.get_collection("c")
+        assert col._state.index.pending_verification  # loaded with the file's check still to come
+        assert col._state.index.verifies_reads == with_blocks
         q = vecs[:1] + 0.01
         truth = exact_scores("cosine", q, vecs)[0]
         hits = col.query(query_embeddings=q, k=5)[0]
-        assert col._state.index.pending_verification  # the check had not run yet
         for h in hits:
             np.testing.assert_allclose(h.score, truth[int(h.id)], atol=1e-5)
         assert hits[0].id == "0"
+        if with_blocks:  # caught by the query that read the row: rebuilt at once
+            assert "rows 0..7 fail their checksum" in caplog.text and "rebuild" in caplog.text
+            assert not col._state.index.pending_verification
+        else:  # the query read SQLite; the background check finds the damage later
+            assert col._state.index.pending_verification
+            assert "checksum" not in caplog.text
         col._state.wait_verified(60)
         assert "checksum" in caplog.text and "rebuild" in caplog.text
         _assert_brute_force(col, [str(i) for i in range(3000)], vecs, n_queries=50)

@@ -111,18 +111,33 @@ class Reader:
         """``(key, vector bytes, crc)`` of the stored ``keys`` on the direct path — one plain statement,
         nothing compiled, so a fresh process's first call costs what the lookup costs — or None off
         it (the caller reads through the engine then)."""
+        v = schema.vectors
+        return self._rows_by_key(v, (v.c.key, v.c.vector, v.c.crc), keys, "reading stored vectors")
+
+    def record_rows(self, keys: list[int]) -> list[tuple[Any, ...]] | None:
+        """``(key, id, document, metadata JSON)`` of the stored ``keys`` on the direct path, as
+        :meth:`vector_rows` reads vectors, or None off it."""
+        r = schema.records
+        return self._rows_by_key(
+            r, (r.c.key, r.c.id, r.c.document, r.c.metadata), keys, "reading for a query"
+        )
+
+    def _rows_by_key(
+        self, table: Any, columns: tuple[Any, ...], keys: list[int], what: str
+    ) -> list[tuple[Any, ...]] | None:
+        """``columns`` of ``table``'s rows whose ``key`` is one of ``keys`` (at most SQLite's 999 bound
+        variables), in one uncompiled statement on the private connection; None off the direct path."""
         if self._conn is None:
             return None
-        v = schema.vectors
         sql = (
-            f"SELECT {v.c.key.name}, {v.c.vector.name}, {v.c.crc.name} FROM {v.name} "
-            f"WHERE {v.c.key.name} IN ({','.join('?' * len(keys))})"
+            f"SELECT {', '.join(c.name for c in columns)} FROM {table.name} "
+            f"WHERE {table.c.key.name} IN ({','.join('?' * len(keys))})"
         )
         try:
             with self._lock:
                 return self._conn.execute(sql, keys).fetchall()
         except sqlite3.Error as exc:
-            raise database_error(exc, "reading stored vectors", self._engine.url.database) from exc
+            raise database_error(exc, what, self._engine.url.database) from exc
 
     def data_version(self) -> int | None:
         """SQLite's ``PRAGMA data_version`` of the private connection: it changes whenever another
