@@ -4,6 +4,7 @@ writing and querying at once get exact, complete answers."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -161,10 +162,50 @@ def test_a_query_applies_another_writers_batch_without_inserting_into_the_graph(
     store.close()
 
 
+def test_writes_keep_the_backlog_small_while_queries_are_served(tmp_path, monkeypatch):
+    """Unqueried, a write returns with up to BACKLOG_MAX vectors left to the background indexer; once
+    queries are being served, writes wait until at most BACKLOG_SERVING are (each query scans them)."""
+    monkeypatch.setattr(index_state, "SYNC_INDEX_MAX", 10)
+    monkeypatch.setattr(index_state, "BACKLOG_MAX", 10_000)
+    monkeypatch.setattr(index_state, "BACKLOG_SERVING", 50)
+    real_index_some = index_state.IndexState._index_some
+
+    def slow_index_some(self, n):  # an indexer slower than the writes: a backlog builds up
+        time.sleep(0.002)
+        return real_index_some(self, min(n, 2))
+
+    monkeypatch.setattr(index_state.IndexState, "_index_some", slow_index_some)
+    store, col, _ = _collection(tmp_path, 100)
+    more = random_vectors(np.random.default_rng(3), 600)
+    col._state._last_query = float("-inf")  # nobody has queried
+    col.add(ids=[f"a{i}" for i in range(400)], embeddings=more[:400])
+    assert len(col._state.pending) > 50  # left to the indexer: the bound is BACKLOG_MAX
+    assert col.query(query_embeddings=more[7], k=1)[0].id == "a7"  # pending rows are scanned exactly
+    served = threading.Event()
+
+    def reader() -> None:  # queries keep arriving while the next write runs
+        while not served.is_set():
+            col.query(query_embeddings=more[0], k=1)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        col.add(ids=[f"b{i}" for i in range(200)], embeddings=more[400:])
+        assert len(col._state.pending) <= 50  # queries are being served: the write waited
+    finally:
+        served.set()
+        t.join()
+    assert col.query(query_embeddings=more[450], k=1)[0].id == "b50"
+    col.wait_until_indexed()
+    store.close()
+
+
 @pytest.mark.parametrize("index", ["faiss-hnsw", "usearch-hnsw", "exact"])
 def test_many_threads_writing_and_querying_at_once(tmp_path, monkeypatch, index):
     monkeypatch.setattr(index_state, "SYNC_INDEX_MAX", 50)  # most batches go to the background indexer
     monkeypatch.setattr(index_state, "BACKLOG_MAX", 300)  # and writers meet the backlog bound
+    monkeypatch.setattr(index_state, "BACKLOG_SERVING", 300)  # (the one while queries run, too)
     store, col, vecs = _collection(tmp_path, 300, index)
     rng = np.random.default_rng(7)
     extra = random_vectors(rng, 4 * 400)
