@@ -17,7 +17,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -398,13 +398,19 @@ class IndexState:
 
     def _start_indexer(self) -> None:
         """Start the background thread (indexes what is pending, then saves when a save is due)."""
+        self._start_unless_running("_indexer", self._drain_in_background)
+
+    def _start_unless_running(self, attr: str, target: Callable[[], None]) -> None:
+        """Unless the thread held in ``attr`` (``_indexer`` / ``_compactor``) is alive or the state is
+        closing, start a daemon thread doing ``target`` and keep it there (checked and set under one
+        lock: two callers never start two)."""
         with self._indexer_guard:
-            if self._stop.is_set() or (self._indexer is not None and self._indexer.is_alive()):
+            running: threading.Thread | None = getattr(self, attr)
+            if self._stop.is_set() or (running is not None and running.is_alive()):
                 return
-            self._indexer = threading.Thread(
-                target=self._drain_in_background, name="vectorstore-indexer", daemon=True
-            )
-            self._indexer.start()
+            thread = threading.Thread(target=target, name=f"vectorstore{attr.replace('_', '-')}", daemon=True)
+            setattr(self, attr, thread)
+            thread.start()
 
     def _index_slice(self) -> int:
         """Index one slice of pending vectors, sized from the measured insert rate so the write lock is
@@ -598,13 +604,7 @@ class IndexState:
         in a thread of its own, so the indexer goes on indexing meanwhile."""
         if self.saved_seq - self._trimmed_below < max(_COMPACT_MIN_CHANGES, len(self.vectors)):
             return
-        with self._indexer_guard:
-            if self._stop.is_set() or (self._compactor is not None and self._compactor.is_alive()):
-                return
-            self._compactor = threading.Thread(
-                target=self._compact_in_background, name="vectorstore-compactor", daemon=True
-            )
-            self._compactor.start()
+        self._start_unless_running("_compactor", self._compact_in_background)
 
     def _compact_in_background(self) -> None:
         try:

@@ -54,29 +54,38 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("kind", ["faiss-hnsw", "usearch-hnsw"])
-@pytest.mark.parametrize("seed", [1, 2])
-def test_sigkill_loses_no_acknowledged_write(tmp_path, kind, seed):
-    path = tmp_path / "store"
+def _kill_after_acks(
+    child: str, args: list[str], rng: np.random.Generator, kill_after: int, max_delay: float, timeout: float
+) -> int:
+    """Run ``child`` (which prints one acknowledged round number per line), SIGKILL it a random
+    0..``max_delay`` s after it acknowledged round ``kill_after``; returns the last round it
+    acknowledged, counting lines printed before the kill landed."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), kind], stdout=subprocess.PIPE, text=True, env=_env()
+        [sys.executable, "-c", child, *args], stdout=subprocess.PIPE, text=True, env=_env()
     )
-    rng = np.random.default_rng(seed)
-    kill_after = int(rng.integers(3, 25))
     acked = -1
     assert proc.stdout is not None
-    deadline = time.time() + 120
+    deadline = time.time() + timeout
     while acked < kill_after and time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         acked = int(line)
-    time.sleep(float(rng.uniform(0, 0.05)))  # land the kill at a random point of the next batch
+    time.sleep(float(rng.uniform(0, max_delay)))  # land the kill at a random point of the next round
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     for line in proc.stdout.read().split():  # acknowledgements printed before the kill landed
         acked = max(acked, int(line))
     assert acked >= kill_after, "child did not get far enough"
+    return acked
+
+
+@pytest.mark.parametrize("kind", ["faiss-hnsw", "usearch-hnsw"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_sigkill_loses_no_acknowledged_write(tmp_path, kind, seed):
+    path = tmp_path / "store"
+    rng = np.random.default_rng(seed)
+    acked = _kill_after_acks(CHILD, [str(path), kind], rng, int(rng.integers(3, 25)), 0.05, 120)
 
     with vs.Store(path) as store:
         col = store.get_collection("crash")
@@ -228,25 +237,9 @@ PERSIST_CHILD = textwrap.dedent(
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_during_persist_leaves_files_that_answer_like_brute_force(tmp_path, seed, caplog):
     path = tmp_path / "store"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", PERSIST_CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=_env()
-    )
     rng = np.random.default_rng(seed)
-    kill_after = int(rng.integers(2, 12))
-    acked = -1
-    assert proc.stdout is not None
-    deadline = time.time() + 120
-    while acked < kill_after and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        acked = int(line)
-    time.sleep(float(rng.uniform(0, 0.03)))  # inside the next persist(), most likely
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    for line in proc.stdout.read().split():
-        acked = max(acked, int(line))
-    assert acked >= kill_after, "child did not get far enough"
+    # killed 0..30 ms after an acknowledgement: inside the next persist(), most likely
+    acked = _kill_after_acks(PERSIST_CHILD, [str(path)], rng, int(rng.integers(2, 12)), 0.03, 120)
     with caplog.at_level("WARNING"), vs.Store(path) as store:
         col = store.get_collection("p")
         got = col.get(include=["embeddings"])
@@ -285,26 +278,9 @@ COMPACT_CHILD = textwrap.dedent(
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_sigkill_during_compaction_loses_nothing_and_answers_like_brute_force(tmp_path, seed):
     path = tmp_path / "store"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", COMPACT_CHILD, str(path)], stdout=subprocess.PIPE, text=True, env=_env()
-    )
     rng = np.random.default_rng(seed)
-    kill_after = int(rng.integers(1, 4))
-    acked = -1
-    assert proc.stdout is not None
-    deadline = time.time() + 180
-    while acked < kill_after and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        acked = int(line)
     # compact() takes ~0.7 s here (mostly the graph rebuild, then save, trim, vacuum): kill inside it
-    time.sleep(float(rng.uniform(0, 0.9)))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    for line in proc.stdout.read().split():
-        acked = max(acked, int(line))
-    assert acked >= kill_after, "child did not get far enough"
+    acked = _kill_after_acks(COMPACT_CHILD, [str(path)], rng, int(rng.integers(1, 4)), 0.9, 180)
     with vs.Store(path) as store:
         col = store.get_collection("p")
         got = col.get(include=["embeddings", "metadatas"])
