@@ -1,7 +1,7 @@
 """Chroma side of benchmarks/store.py, run in an interpreter where chromadb is installed.
 
 python _chroma_peer.py DATA_DIR WORK_DIR [defaults|ours]  -> prints one JSON line of measurements
-    (``ours``: the graph parameters of vectorstore's default index, M=32 / efConstruction=200 / efSearch=64)
+    (``ours``: M=32 / efConstruction=200 / efSearch=64, the second parameters store.py runs vectorstore at)
 python _chroma_peer.py --reopen CHROMA_DIR QUERIES.npy  -> prints the seconds of reopen + first query
 """
 

@@ -16,9 +16,11 @@ states: acknowledged (``add`` returned, every record durable and findable — ou
 in the graph exactly) and indexed (every record in the ANN index). Chroma's ``add`` returns with its
 HNSW index updated, so its two figures are one.
 
-Chroma runs in an interpreter that has ``chromadb`` (``--chroma-python``, or ``$VECTORSTORE_CHROMA_PYTHON``),
-twice: at its defaults (M=16, construction_ef=100, search_ef=100) and at our graph parameters
-(M=32, efConstruction=200, efSearch=64); without one the Chroma rows are skipped.
+Ours runs twice: at the default index (faiss-hnsw M=24, efConstruction=100, efSearch=128) and at
+M=32 / efConstruction=200 / efSearch=64; raw FAISS HNSW runs at our default's parameters. Chroma runs
+in an interpreter that has ``chromadb`` (``--chroma-python``, or ``$VECTORSTORE_CHROMA_PYTHON``), twice:
+at its defaults (M=16, construction_ef=100, search_ef=100) and at M=32 / construction_ef=200 /
+search_ef=64; without one the Chroma rows are skipped.
 
     python benchmarks/store.py [--n 200000] [--queries 1000] [--chroma-python /path/to/python]
 """
@@ -42,6 +44,11 @@ import numpy as np
 from _common import dir_mb, fresh_process_seconds, pct, peak_rss_mb, recall_at_k, sts_derived
 
 _REOPEN = Path(__file__).resolve().parent / "_reopen.py"
+M32 = {
+    "M": 32,
+    "efConstruction": 200,
+    "efSearch": 64,
+}  # the second graph parameters every HNSW system runs at
 
 
 def _save_data(
@@ -69,13 +76,15 @@ def _run_peer(cmd: list[str]) -> dict[str, float] | None:
 
 
 def ours_peer(data: Path, work: Path, kind: str) -> None:
-    """Runs in its own process: prints one JSON line of our measurements."""
+    """Runs in its own process: prints one JSON line of our measurements. ``kind`` is an index kind,
+    optionally followed by ``:`` and its options as JSON."""
     vectors = np.load(data / "vectors.npy")
     queries = np.load(data / "queries.npy")
     truth = np.load(data / "truth.npy")
     buckets = np.load(data / "buckets.npy")
     docs = json.loads((data / "documents.json").read_text())
-    result = bench_ours(vectors, docs, buckets, queries, truth, work, kind)
+    kind, _, options = kind.partition(":")
+    result = bench_ours(vectors, docs, buckets, queries, truth, work, kind, json.loads(options or "{}"))
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result))
 
@@ -88,6 +97,7 @@ def bench_ours(
     truth: np.ndarray,
     work: Path,
     kind: str,
+    options: dict[str, Any],
 ) -> dict[str, float]:
     import vectorstore as vs
 
@@ -95,7 +105,9 @@ def bench_ours(
     ids = [str(i) for i in range(n)]
     metas = [{"bucket": int(b)} for b in buckets]
     store = vs.Store(work / "ours")
-    col = store.create_collection("bench", model=None, embedding_dim=vectors.shape[1], index=kind)
+    col = store.create_collection(
+        "bench", model=None, embedding_dim=vectors.shape[1], index=kind, index_options=options or None
+    )
     t = time.perf_counter()
     step = 10_000
     for s in range(0, n, step):
@@ -143,9 +155,12 @@ def bench_raw_faiss(
 ) -> dict[str, float]:
     import faiss
 
-    index = faiss.IndexHNSWFlat(vectors.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 200
-    index.hnsw.efSearch = 64
+    from indexers.faiss.hnsw import FaissHNSWIndex
+
+    params = FaissHNSWIndex.defaults  # the graph our default index builds
+    index = faiss.IndexHNSWFlat(vectors.shape[1], params["M"], faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params["efConstruction"]
+    index.hnsw.efSearch = params["efSearch"]
     t = time.perf_counter()
     index.add(vectors)
     build = len(vectors) / (time.perf_counter() - t)
@@ -175,7 +190,7 @@ def bench_raw_faiss(
 
 
 def bench_chroma(python: str, data: Path, work: Path, params: str) -> dict[str, float] | None:
-    """Chroma in its own interpreter; ``params`` is ``defaults`` or ``ours`` (M=32/efC=200/efS=64)."""
+    """Chroma in its own interpreter; ``params`` is ``defaults`` or ``ours`` (M=32/efC=200/efS=64, :data:`M32`)."""
     script = Path(__file__).resolve().parent / "_chroma_peer.py"
     work.mkdir()
     result = _run_peer([python, str(script), str(data), str(work), params])
@@ -235,6 +250,11 @@ def main() -> None:
         results["vectorstore"] = _run_peer(
             [sys.executable, me, "--peer", str(data), str(work / "o"), args.index]
         )
+        if args.index == "faiss-hnsw":
+            (work / "o32").mkdir()
+            results["vectorstore M32/efC200"] = _run_peer(
+                [sys.executable, me, "--peer", str(data), str(work / "o32"), f"faiss-hnsw:{json.dumps(M32)}"]
+            )
         results["raw faiss hnsw"] = bench_raw_faiss(vectors, queries, truth, work)
         for params in ("defaults", "ours"):
             results["chroma defaults" if params == "defaults" else "chroma M32/efC200"] = (
@@ -260,20 +280,28 @@ def main() -> None:
         "disk_mb",
         "peak_rss_mb",
     ]
-    print(f"{'system':<20}" + "".join(f"{c:>14}" for c in cols))
+    print(f"{'system':<24}" + "".join(f"{c:>14}" for c in cols))
     for name, row in results.items():
         if row is None:
-            print(f"{name:<20}  (not run: pass --chroma-python / --lance-python, or see the error above)")
+            print(f"{name:<24}  (not run: pass --chroma-python / --lance-python, or see the error above)")
             continue
-        print(f"{name:<20}" + "".join(f"{row[c]:>14.3f}" if c in row else f"{'-':>14}" for c in cols))
+        print(f"{name:<24}" + "".join(f"{row[c]:>14.3f}" if c in row else f"{'-':>14}" for c in cols))
     ours, raw = results["vectorstore"], results["raw faiss hnsw"]
     assert ours is not None and raw is not None
     print(f"\nquery p50 - raw index p50: {ours['p50_ms'] - raw['p50_ms']:+.3f} ms (goal <= +0.3 ms)")
-    for name in ("chroma defaults", "chroma M32/efC200", "lancedb IVF_PQ", "lancedb IVF_HNSW_SQ"):
+    pairs = [
+        ("vectorstore", n)
+        for n in ("chroma defaults", "chroma M32/efC200", "lancedb IVF_PQ", "lancedb IVF_HNSW_SQ")
+    ]
+    if results.get("vectorstore M32/efC200"):  # both at the same graph parameters
+        pairs.append(("vectorstore M32/efC200", "chroma M32/efC200"))
+    for mine, name in pairs:
+        ours = results[mine]
+        assert ours is not None
         other = results[name]
         if not other:
             continue
-        print(f"\nagainst {name}:")
+        print(f"\n{mine} against {name}:")
         print(
             f"  ingest to indexed / them:     {ours['indexed_vps'] / other['indexed_vps']:.2f}x (goal >= 3x; "
             f"to acknowledged {ours['ingest_vps'] / other['ingest_vps']:.2f}x)"
