@@ -43,12 +43,13 @@ class RowBlocks:
             raise IndexCorruptedError(f"{len(crcs)} block checksums for a table of {n_rows} rows")
         self._crcs = np.asarray(crcs, dtype=np.uint32)
         self._done = np.zeros(len(crcs), dtype=bool)
+        self._left = len(crcs)  # blocks not checked yet (so ``complete`` costs no scan)
         self._n = n_rows
 
     @property
     def complete(self) -> bool:
         """Whether every block has been checked."""
-        return bool(self._done.all())
+        return self._left == 0
 
     def verify(self, array: np.ndarray, rows: np.ndarray) -> None:
         """Check the blocks of ``rows`` not checked yet; ``array`` is the loaded data (rows past the
@@ -67,6 +68,7 @@ class RowBlocks:
                     f"stored vectors in rows {start}..{start + BLOCK_ROWS - 1} fail their checksum (garbled)"
                 )
             self._done[b] = True
+            self._left -= 1
 
     def verify_all(self, array: np.ndarray) -> None:
         """Check every block not checked yet."""

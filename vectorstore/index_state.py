@@ -690,7 +690,7 @@ class IndexState:
         keys = np.asarray(keys, dtype=np.int64)
         if self.vectors.raw or not len(keys):
             return self.vectors.get_vectors(keys)
-        direct = self.reader.vector_rows(keys.tolist()) if len(keys) <= 900 else None  # bound-variable limit
+        direct = self.reader.vector_rows(keys.tolist())
         if direct is not None:
             rows = VectorRows.checked(direct, self.spec.dim)
         else:
@@ -720,7 +720,7 @@ class IndexState:
     def hydrate(self, keys: list[int]) -> dict[int, StoredRecord]:
         """Ids, documents and metadata of ``keys``, in one statement per 5,000 keys."""
         out: dict[int, StoredRecord] = {}
-        direct = self.reader.record_rows(keys) if len(keys) <= 900 else None  # bound-variable limit
+        direct = self.reader.record_rows(keys)
         if direct is not None:
             return {int(row[0]): StoredRecord.from_row(row) for row in direct}
         for start in range(0, len(keys), 5000):

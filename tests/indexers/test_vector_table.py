@@ -1,11 +1,13 @@
-"""VectorTable: the key -> row lookups (dense array for row-id keys, sorted copy for spread keys) against a dict."""
+"""VectorTable: the key -> row lookups (dense array for row-id keys, sorted copy for spread keys) against a
+dict; RowBlocks: block checksums checked once each, complete exactly when every block has been."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from indexers.vector_table import VectorTable
+from indexers.errors import IndexCorruptedError
+from indexers.vector_table import BLOCK_ROWS, RowBlocks, VectorTable, block_crcs
 
 
 @pytest.mark.parametrize("spread", [1, 10_000], ids=["dense-keys", "spread-keys"])
@@ -53,3 +55,29 @@ def test_adopted_arrays_get_a_dense_map_lazily():
     np.testing.assert_array_equal(
         table.get(np.array([5000, 999])), np.stack([np.ones(4, np.float32), vecs[0]])
     )
+
+
+def test_row_blocks_are_complete_exactly_when_every_block_was_checked():
+    rng = np.random.default_rng(0)
+    n_blocks = 5
+    vecs = rng.standard_normal((BLOCK_ROWS * n_blocks - 3, 4)).astype(np.float32)  # last block short
+    blocks = RowBlocks(block_crcs(vecs), len(vecs))
+    assert not blocks.complete
+    # the same rows again, rows in the same block, out-of-range and negative rows: one block checked
+    for rows in ([0], [0, 1, BLOCK_ROWS - 1], [-1, len(vecs) + 7]):
+        blocks.verify(vecs, np.array(rows))
+    assert not blocks.complete
+    blocks.verify(vecs, np.array([BLOCK_ROWS * b for b in range(1, n_blocks - 1)]))
+    assert not blocks.complete  # the short last block is still unchecked
+    blocks.verify(vecs, np.array([len(vecs) - 1]))
+    assert blocks.complete
+
+    garbled = vecs.copy()
+    garbled[2 * BLOCK_ROWS + 1, 0] += 1.0
+    blocks = RowBlocks(block_crcs(vecs), len(vecs))
+    blocks.verify(garbled, np.array([0, BLOCK_ROWS]))  # intact blocks pass
+    with pytest.raises(IndexCorruptedError, match="fail their checksum"):
+        blocks.verify_all(garbled)
+    assert not blocks.complete
+    with pytest.raises(IndexCorruptedError, match="block checksums for a table"):
+        RowBlocks(block_crcs(vecs), len(vecs) + BLOCK_ROWS)

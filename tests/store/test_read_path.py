@@ -112,3 +112,32 @@ def test_reader_translates_database_errors(tmp_path):
             reader.close()
     finally:
         store.close()
+
+
+def test_reads_above_the_bound_variable_limit_fall_back_to_chunked_statements(tmp_path, monkeypatch):
+    """More keys than one direct statement may bind: the reader declines, and the state reads the
+    same rows through the chunked engine statements instead."""
+    from vectorstore.db import reader as reader_mod
+
+    store, col = _build(tmp_path, True, monkeypatch)
+    try:
+        state = col._state
+        keys = np.sort(state.all_keys())[:40]
+        want_records = state.hydrate(keys.tolist())
+        want_vectors = state.stored_vectors(keys)
+        assert len(want_records) == 40
+        monkeypatch.setattr(reader_mod, "DIRECT_MAX_KEYS", 16)
+        assert state.reader.record_rows(keys.tolist()) is None
+        assert state.reader.vector_rows(keys.tolist()) is None
+        assert state.reader.record_rows(keys[:16].tolist()) is not None
+        got_records = state.hydrate(keys.tolist())
+        assert {k: (r.id, r.document, r.metadata) for k, r in got_records.items()} == {
+            k: (r.id, r.document, r.metadata) for k, r in want_records.items()
+        }
+        np.testing.assert_array_equal(state.stored_vectors(keys), want_vectors)
+        ids = [want_records[int(k)].id for k in keys]
+        np.testing.assert_array_equal(
+            want_vectors, np.asarray(col.get(ids=ids, include=["embeddings"]).embeddings, np.float32)
+        )
+    finally:
+        store.close()

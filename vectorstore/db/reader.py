@@ -25,6 +25,8 @@ from vectorstore.db.engine import BUSY_TIMEOUT_MS, configure_sqlite, connect_rea
 __all__ = ["Reader"]
 
 _CACHE_SIZE = 256
+# Keys one direct-path statement may bind: SQLite's default limit of bound variables is 999.
+DIRECT_MAX_KEYS = 900
 
 
 class Reader:
@@ -125,9 +127,10 @@ class Reader:
     def _rows_by_key(
         self, table: Any, columns: tuple[Any, ...], keys: list[int], what: str
     ) -> list[tuple[Any, ...]] | None:
-        """``columns`` of ``table``'s rows whose ``key`` is one of ``keys`` (at most SQLite's 999 bound
-        variables), in one uncompiled statement on the private connection; None off the direct path."""
-        if self._conn is None:
+        """``columns`` of ``table``'s rows whose ``key`` is one of ``keys``, in one uncompiled statement
+        on the private connection; None off the direct path, or for more keys than
+        :data:`DIRECT_MAX_KEYS` (SQLite's bound-variable limit), where the caller reads in chunks."""
+        if self._conn is None or len(keys) > DIRECT_MAX_KEYS:
             return None
         sql = (
             f"SELECT {', '.join(c.name for c in columns)} FROM {table.name} "
