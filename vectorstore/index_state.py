@@ -129,6 +129,7 @@ class IndexState:
         self._compactor: threading.Thread | None = None
         self._seen_version: int | None = None
         self._retry_save_at = 0.0  # after a failed automatic save, when to try again (monotonic time)
+        self._saving = False  # a save is writing files (under the read lock): no change applies meanwhile
         # Files trusted by their unchanged stat are checksummed in the background after a load; until
         # that is done the index's own scores are not trusted (results are rescored from the vector
         # cache, which verifies its blocks as they are read).
@@ -303,6 +304,8 @@ class IndexState:
             self._own.notify_all()
 
     def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None, index_now: bool, wait: bool) -> int:
+        if not wait and self._saving:
+            return 0  # no change can be applied before the save ends: serve the state as it is
         if not wait:
             with self._own:  # a commit of this process is about to be applied by its writer
                 self._own.wait_for(lambda: self._own_unapplied == 0, timeout=_OWN_WAIT_S)
@@ -643,13 +646,15 @@ class IndexState:
         damaged: IndexCorruptedError | None = None
         for _ in range(_SAVE_ATTEMPTS):
             self.drain()
-            # Saving only reads the index and the cache: queries share the lock meanwhile (changes wait).
-            with self.lock.read():
+            # Saving only reads the index and the cache: queries share the lock meanwhile (changes wait;
+            # a long read, so a waiting change does not hold queries back either: see RWLock).
+            with self.lock.read(long=True):
                 if self.saved_seq == self.applied_seq or self._unverified:
                     return
                 if self.pending:
                     continue  # a change arrived after the drain: index it too, then save
                 try:
+                    self._saving = True
                     save_pair(
                         self.directory, self.index, self.vectors.saved_part, self.applied_seq, self.identity
                     )
@@ -664,6 +669,8 @@ class IndexState:
                 else:
                     self.saved_seq = self.applied_seq
                     return
+                finally:
+                    self._saving = False
             break
         if damaged is not None:
             self.recover(damaged)  # outside the read lock: the rebuild takes the write lock

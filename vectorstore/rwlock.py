@@ -5,7 +5,9 @@ the vector cache take it alone. Readers are preferred: a query is not made to wa
 has not got the lock yet, so queries mostly wait only for a change being applied (short by
 construction: inserts and catch-up work in slices of a few milliseconds). So that a steady stream of
 overlapping readers cannot starve a writer, new readers do queue once a writer has waited longer
-than :data:`WRITER_PATIENCE_S`. A thread holding the
+than :data:`WRITER_PATIENCE_S` — except while a *long* reader (a save, which takes seconds) holds the
+lock: no writer can get in before it ends anyway, so holding queries back meanwhile would only stall
+them for the whole save, and the writer's patience is counted from the save's end. A thread holding the
 write lock may take either lock again; a reader may take the read lock again, but asking for the
 write lock while holding only the read lock is a bug and raises instead of deadlocking.
 """
@@ -31,20 +33,32 @@ class RWLock:
         self._writer: int | None = None
         self._write_depth = 0
         self._waiting: list[float] = []  # when each waiting writer started waiting (monotonic)
+        self._long = 0  # long readers holding the lock
+        self._long_ended = 0.0  # when the last long reader let go (monotonic)
 
     @contextmanager
-    def read(self) -> Iterator[None]:
-        """Hold the lock shared (or nested inside this thread's write lock)."""
+    def read(self, *, long: bool = False) -> Iterator[None]:
+        """Hold the lock shared (or nested inside this thread's write lock).
+
+        ``long``: this reader holds the lock for seconds (a save); while it does, waiting writers do
+        not hold back new readers (see the module docstring).
+        """
         me = threading.get_ident()
         with self._cond:
             if self._writer != me and me not in self._readers:
                 while self._writer is not None or self._writer_starving():
                     self._cond.wait(WRITER_PATIENCE_S if self._waiting else None)
             self._readers[me] = self._readers.get(me, 0) + 1
+            if long:
+                self._long += 1
         try:
             yield
         finally:
             with self._cond:
+                if long:
+                    self._long -= 1
+                    if not self._long:
+                        self._long_ended = time.monotonic()
                 depth = self._readers[me] - 1
                 if depth:
                     self._readers[me] = depth
@@ -77,7 +91,10 @@ class RWLock:
             return True
 
     def _writer_starving(self) -> bool:
-        return bool(self._waiting) and time.monotonic() - min(self._waiting) > WRITER_PATIENCE_S
+        if not self._waiting or self._long:
+            return False
+        waited_since = max(min(self._waiting), self._long_ended)
+        return time.monotonic() - waited_since > WRITER_PATIENCE_S
 
     def release_write(self) -> None:
         """Release one level of this thread's write lock."""

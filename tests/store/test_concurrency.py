@@ -146,6 +146,48 @@ def test_a_query_does_not_wait_for_a_save(tmp_path, monkeypatch):
     assert order == ["query done", "save done"]
 
 
+def test_a_query_does_not_wait_for_a_save_while_a_write_waits_for_it(tmp_path, monkeypatch):
+    """A write of this process waits for the save to end; a query meanwhile neither waits for that
+    write to be applied nor queues behind it, and once the save ends the write lands."""
+    store, col, vecs = _collection(tmp_path)
+    col.add(ids=["late"], embeddings=vecs[:1] * -1)  # something unsaved
+    saving, release = threading.Event(), threading.Event()
+    real_save = index_state.save_pair
+
+    def slow_save(*args, **kwargs):
+        saving.set()
+        release.wait(30)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(index_state, "save_pair", slow_save)
+    # a query that waited for this process's write to be applied would wait out the whole save
+    monkeypatch.setattr(index_state, "_OWN_WAIT_S", 60.0)
+    saver = threading.Thread(target=col.persist)
+    saver.start()
+    assert saving.wait(30)
+    new = random_vectors(np.random.default_rng(7), 1)
+    writer = threading.Thread(target=lambda: col.add(ids=["new"], embeddings=new))
+    writer.start()
+    time.sleep(0.3)  # the write has committed and waits for the lock, well past the writer patience
+    assert writer.is_alive()
+    answers: list[str] = []
+    querier = threading.Thread(
+        target=lambda: answers.extend(h.id for h in col.query(query_embeddings=vecs[5], k=1))
+    )
+    querier.start()
+    querier.join(5)
+    done_during_save = not querier.is_alive()
+    release.set()
+    for t in (querier, saver, writer):
+        t.join(30)
+    try:
+        assert done_during_save, "the query waited for the save"
+        assert answers == ["5"]
+        assert col.query(query_embeddings=new[0], k=1)[0].id == "new"
+    finally:
+        store.close()
+
+
 def test_a_query_applies_another_writers_batch_without_inserting_into_the_graph(tmp_path, monkeypatch):
     store, col, _ = _collection(tmp_path)
     monkeypatch.setattr(index_state.IndexState, "_start_indexer", lambda self: None)  # no background help
