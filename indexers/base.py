@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -94,6 +94,7 @@ class BaseIndex(abc.ABC):
         self.tags: dict[str, Any] = {}
         # files loaded with verify="lazy" whose checksum is still to be checked: role -> (path, crc)
         self.pending_verification: dict[str, tuple[Path, int]] = {}
+        self._pending_handles: dict[str, BinaryIO] = {}  # those files, opened when loaded
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -370,7 +371,13 @@ class BaseIndex(abc.ABC):
             IndexCorruptedError: a file fails its checksum (the index must not be used).
         """
         for role, (path, crc) in list(self.pending_verification.items()):
-            check_crc(path, crc)
+            handle = self._pending_handles.get(role)
+            try:
+                check_crc(path, crc, handle)
+            finally:
+                if handle is not None:
+                    handle.close()
+                    del self._pending_handles[role]
             del self.pending_verification[role]
         self._on_verified()
 
@@ -414,6 +421,13 @@ class BaseIndex(abc.ABC):
             role: (files[role], int(manifest["files"][role]["crc32"]))
             for role in deferred - cls.lazily_verified
         }
+        try:  # held open until checked: another process may unlink the files of a replaced generation
+            index._pending_handles = {
+                role: open(files[role], "rb", buffering=0)  # noqa: SIM115 - closed once checked
+                for role in index.pending_verification
+            }
+        except OSError as exc:
+            raise IndexCorruptedError(f"index file in {directory} vanished while loading: {exc}") from exc
         if not index.pending_verification:
             index._on_verified()
         return index

@@ -10,7 +10,7 @@ import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -55,17 +55,21 @@ def _fsync_dir(path: Path) -> None:
 
 def _crc32(path: Path) -> int:
     with open(path, "rb", buffering=0) as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            return 0
-        # checksummed where the page cache holds it (no copy into a buffer), a window at a time so a
-        # large file is never mapped whole; zlib.crc32 releases the GIL while it runs
-        crc = 0
-        for start in range(0, size, _CRC_WINDOW):
-            length = min(_CRC_WINDOW, size - start)
-            with mmap.mmap(fh.fileno(), length, access=mmap.ACCESS_READ, offset=start) as view:
-                crc = zlib.crc32(view, crc)
-        return crc
+        return _crc32_of(fh.fileno())
+
+
+def _crc32_of(fd: int) -> int:
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0
+    # checksummed where the page cache holds it (no copy into a buffer), a window at a time so a
+    # large file is never mapped whole; zlib.crc32 releases the GIL while it runs
+    crc = 0
+    for start in range(0, size, _CRC_WINDOW):
+        length = min(_CRC_WINDOW, size - start)
+        with mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=start) as view:
+            crc = zlib.crc32(view, crc)
+    return crc
 
 
 def _stat_signature(st: os.stat_result) -> list[int]:
@@ -189,7 +193,12 @@ def verified_files(
     return files, deferred
 
 
-def check_crc(path: Path, expected: int) -> None:
-    """Raise :class:`IndexCorruptedError` when ``path``'s CRC32 is not ``expected``."""
-    if _crc32(path) != int(expected):
+def check_crc(path: Path, expected: int, fh: BinaryIO | None = None) -> None:
+    """Raise :class:`IndexCorruptedError` when ``path``'s CRC32 is not ``expected``.
+
+    ``fh``: the file opened when it was loaded — checked through it, so a file that another process
+    has since unlinked (an older generation it cleaned up) is still checked as loaded.
+    """
+    crc = _crc32_of(fh.fileno()) if fh is not None else _crc32(path)
+    if crc != int(expected):
         raise IndexCorruptedError(f"index file {path} fails its checksum (garbled)")

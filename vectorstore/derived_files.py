@@ -8,6 +8,7 @@ Layout (``directory`` is ``indexes/<id>-<name>/``)::
     gen-<seq>-<tag>/index/    the ANN index (manifest.json + native file)
     gen-<seq>-<tag>/vectors/  the vector cache (manifest.json + .npy arrays), absent when the index
                               is the cache (``exact``, ``faiss-hnsw``: see vectorstore.vector_cache)
+    .save.lock              flock'ed by the process saving (processes sharing the store save in turn)
 
 A save writes a new generation beside the current one and renames ``CURRENT`` over the old pointer
 last, so a crash or a full disk at any point leaves the previous, consistent pair in place: the index
@@ -24,7 +25,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,15 @@ from vectorstore.errors import (
     StorageError,
 )
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: saves of several processes are not serialised
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["CURRENT", "SavedPair", "has_saved_files", "load_pair", "save_error", "save_pair"]
 
 CURRENT = "CURRENT"
+SAVE_LOCK = ".save.lock"  # held (flock) by the process saving into the directory
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _LOW_SPACE = 4 << 20  # bytes: a failed write with less than this left is taken for a full disk
 
@@ -92,10 +99,57 @@ def save_pair(
 ) -> None:
     """Write ``index`` and ``vectors`` (None: the index is the cache) as a new generation and publish it;
     on any failure remove what was written and raise (:func:`save_error`), leaving the previous
-    generation current."""
-    gen = directory / f"gen-{sequence}-{uuid.uuid4().hex[:8]}"
+    generation current.
+
+    Processes sharing the store save one at a time (an exclusive lock on ``SAVE_LOCK``), so one never
+    removes a generation another is still writing; and a save never replaces a published generation
+    that reflects more changes (another process saved later state meanwhile): it then writes nothing.
+    """
     try:
         directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise save_error(exc, directory) from exc
+    with _save_lock(directory):
+        if _published_sequence(directory, identity) > sequence:
+            return
+        _write_generation(directory, index, vectors, sequence, identity)
+
+
+@contextlib.contextmanager
+def _save_lock(directory: Path) -> Iterator[None]:
+    """Hold the store-wide (all processes) save lock of ``directory``; a no-op where ``fcntl`` is missing."""
+    try:
+        fd = os.open(directory / SAVE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise save_error(exc, directory) from exc
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _published_sequence(directory: Path, identity: Mapping[str, Any]) -> int:
+    """The sequence of the generation ``CURRENT`` names, if it is one of these records (else -1)."""
+    try:
+        pointer = json.loads((directory / CURRENT).read_text())
+        if pointer.get("identity") == dict(identity) and (directory / str(pointer["generation"])).is_dir():
+            return int(pointer["sequence"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # absent or unreadable: anything may replace it
+    return -1
+
+
+def _write_generation(
+    directory: Path,
+    index: BaseIndex,
+    vectors: ExactIndex | None,
+    sequence: int,
+    identity: Mapping[str, Any],
+) -> None:
+    gen = directory / f"gen-{sequence}-{uuid.uuid4().hex[:8]}"
+    try:
         if vectors is not None:
             vectors.save(gen / "vectors", sequence=sequence, tags=dict(identity))
         index.save(gen / "index", sequence=sequence, tags=dict(identity))
@@ -113,8 +167,9 @@ def save_pair(
         if isinstance(exc, IndexCorruptedError):
             raise  # the data being saved failed its own check: not a write failure
         raise save_error(exc, directory) from exc
-    # Older generations are unreferenced now. A process that still maps their files keeps reading
-    # them (the inodes live on until unmapped).
+    # Older generations are unreferenced now, and no other save is writing one (the save lock). A
+    # process that still maps their files keeps reading them (the inodes live on until unmapped), and
+    # files whose check it deferred are checked through the handles it opened when loading them.
     for old in directory.iterdir():
         if old.name != gen.name and (old.name.startswith("gen-") or old.name in ("index", "vectors")):
             shutil.rmtree(old, ignore_errors=True)  # also what a save killed midway left behind

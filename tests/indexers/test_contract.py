@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -473,6 +474,16 @@ def test_lazy_loading_defers_large_native_files_to_verify_pending(rng, tmp_path,
     assert set(lazy.pending_verification) == {"index"}
     lazy.verify_pending()
     assert lazy.pending_verification == {}
+    # files unlinked after the load (another process cleaned up this generation) are still checked,
+    # through the handles opened when they were loaded: a sound index is not taken for a damaged one
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy, copy_function=shutil.copy2)
+    _age_saved_files(copy, persistence)
+    gone = indexers.load_index(copy, verify="lazy")
+    assert set(gone.pending_verification) == {"index"}
+    shutil.rmtree(copy)
+    gone.verify_pending()
+    assert gone.pending_verification == {}
     st = native.stat()
     data = bytearray(native.read_bytes())
     data[-10] ^= 0xFF
