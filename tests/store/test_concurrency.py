@@ -75,13 +75,29 @@ def test_pending_snapshot_follows_every_change():
     table = {k: rng.standard_normal(4).astype(np.float32) for k in range(200)}
     pending = PendingVectors(4)
     model: dict[int, None] = {}
+    read: list[int] = []  # keys whose vectors each snapshot read
 
     def rows(keys: np.ndarray) -> np.ndarray:
         return np.stack([table[int(k)] for k in keys]) if len(keys) else np.empty((0, 4), np.float32)
 
-    for step in range(300):
-        action = rng.integers(4)
-        if action == 0:
+    def counted(keys: np.ndarray) -> np.ndarray:
+        read.extend(keys.tolist())
+        return rows(keys)
+
+    for step in range(600):
+        action = rng.integers(5)
+        if action == 4:  # appended batches (as writes arrive): only the new keys' vectors are read
+            held_keys, held_vecs = pending.snapshot(counted)  # a reader still using its snapshot
+            was_keys, was_vecs = held_keys.copy(), held_vecs.copy()
+            new = [int(k) for k in rng.choice(200, 6, replace=False) if int(k) not in model]
+            pending.add(new + new[:2])  # a key repeated in a batch counts once
+            model.update(dict.fromkeys(new))
+            read.clear()
+            keys, vecs = pending.snapshot(counted)
+            assert read == new, step
+            np.testing.assert_array_equal(held_keys, was_keys)  # appends never write into it
+            np.testing.assert_array_equal(held_vecs, was_vecs)
+        elif action == 0:
             new = [int(k) for k in rng.choice(200, 5, replace=False)]
             pending.discard(new)  # as catch-up does: a changed key moves to the end
             for k in new:
@@ -99,6 +115,8 @@ def test_pending_snapshot_follows_every_change():
             pending.mark_indexed(head)
             for k in head.tolist():
                 del model[k]
+        if rng.random() < 0.3:
+            continue  # changes pile up before the next snapshot
         keys, vecs = pending.snapshot(rows)
         assert keys.tolist() == list(model), step
         np.testing.assert_array_equal(vecs, rows(keys))
