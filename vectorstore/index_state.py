@@ -13,11 +13,12 @@ methods (search, vectors, membership, hydration); its index objects are not reac
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,7 @@ _SAVE_ATTEMPTS = 20  # drain-then-save rounds while changes keep arriving
 _YIELD_S = 0.004
 _QUERY_ACTIVE_S = 1.0
 _COMPACT_MIN_CHANGES = 10_000
-_OWN_WAIT_S = 0.5  # at most this long a query waits for this process's writer to apply its commit
+_OWN_WAIT_S = 0.05  # at most this long a query waits for this process's writer to apply its commit
 # compact() rebuilds the ANN index from its live vectors once the entries it still holds for removed
 # keys (dead HNSW nodes) are this share of it and at least this many
 _REBUILD_REMOVED_SHARE = 0.1
@@ -298,6 +299,18 @@ class IndexState:
             if known is not None:
                 self._own_applied()
 
+    @contextlib.contextmanager
+    def own_commit(self) -> Iterator[None]:
+        """Around a write of this process: its commit and the ``catch_up(known=...)`` applying it. A
+        query that sees the commit meanwhile waits (up to :data:`_OWN_WAIT_S`) for the writer to apply
+        it instead of reading the batch back from SQLite itself."""
+        with self._own:
+            self._own_unapplied += 1
+        try:
+            yield
+        finally:
+            self._own_applied()
+
     def _own_applied(self) -> None:
         with self._own:
             self._own_unapplied = max(self._own_unapplied - 1, 0)
@@ -306,15 +319,20 @@ class IndexState:
     def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None, index_now: bool, wait: bool) -> int:
         if not wait and self._saving:
             return 0  # no change can be applied before the save ends: serve the state as it is
-        if not wait:
-            with self._own:  # a commit of this process is about to be applied by its writer
-                self._own.wait_for(lambda: self._own_unapplied == 0, timeout=_OWN_WAIT_S)
         while True:
             # SQLite bumps data_version when any other connection commits: an unchanged value means
             # there is nothing to read, which keeps this check off the query's critical path.
             version = self.reader.data_version()
             if version is not None and version == self._seen_version:
                 return 0
+            if not wait and self._own_unapplied:
+                # a commit of this process is being applied by its writer, from the vectors in hand:
+                # wait for that (milliseconds) rather than read the batch back here
+                with self._own:
+                    self._own.wait_for(lambda: self._own_unapplied == 0, timeout=_OWN_WAIT_S)
+                version = self.reader.data_version()
+                if version is not None and version == self._seen_version:
+                    return 0
             start = self.applied_seq
             changes = self._read_changes(start, known)
             if changes is None:
@@ -329,8 +347,8 @@ class IndexState:
                 changed = self._apply_changes(*changes)
             finally:
                 self.lock.release_write()
-            if index_now and len(self.pending) <= SYNC_INDEX_MAX:
-                self.drain()
+            if index_now:
+                self.index_if_few()
             if self.pending:
                 self._start_indexer()
             elif self._save_due():
@@ -466,6 +484,12 @@ class IndexState:
         if limit is not None:
             return limit
         return BACKLOG_SERVING if self._queries_active() else BACKLOG_MAX
+
+    def index_if_few(self) -> None:
+        """Index what is pending now when it is at most :data:`SYNC_INDEX_MAX` vectors (a write pays
+        for its own small batches, in slices that let queries in)."""
+        if self.pending and len(self.pending) <= SYNC_INDEX_MAX:
+            self.drain()
 
     def drain(self) -> None:
         """Index everything pending now, in slices that let queries in between."""

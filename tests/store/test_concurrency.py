@@ -206,6 +206,49 @@ def test_a_query_does_not_wait_for_a_save_while_a_write_waits_for_it(tmp_path, m
         store.close()
 
 
+def test_a_query_leaves_this_process_s_just_committed_batch_to_its_writer(tmp_path, monkeypatch):
+    """Between a write's commit and its apply, a query that sees the commit waits for the writer to
+    apply it from the vectors in hand instead of reading the batch back from SQLite itself."""
+    store, col, _ = _collection(tmp_path)
+    monkeypatch.setattr(index_state, "_OWN_WAIT_S", 60.0)
+    readers: list[str] = []
+    real_read = index_state.IndexState._read_changes
+
+    def spy(self, since, known):
+        readers.append(threading.current_thread().name)
+        return real_read(self, since, known)
+
+    monkeypatch.setattr(index_state.IndexState, "_read_changes", spy)
+    committed, go = threading.Event(), threading.Event()
+    real_commit = col._writer.commit
+
+    def commit_then_pause(*args, **kwargs):
+        out = real_commit(*args, **kwargs)
+        committed.set()
+        go.wait(30)  # committed, not yet applied
+        return out
+
+    monkeypatch.setattr(col._writer, "commit", commit_then_pause)
+    new = random_vectors(np.random.default_rng(5), 50)
+    writer = threading.Thread(
+        target=lambda: col.add(ids=[f"n{i}" for i in range(50)], embeddings=new), name="writer"
+    )
+    writer.start()
+    assert committed.wait(30)
+    answers: list[str] = []
+    querier = threading.Thread(
+        target=lambda: answers.extend(h.id for h in col.query(query_embeddings=new[3], k=1)), name="querier"
+    )
+    querier.start()
+    time.sleep(0.2)  # the query has seen the commit
+    go.set()
+    writer.join(30)
+    querier.join(30)
+    store.close()
+    assert "querier" not in readers and "writer" in readers
+    assert answers == ["n3"]
+
+
 def test_a_query_applies_another_writers_batch_without_inserting_into_the_graph(tmp_path, monkeypatch):
     store, col, _ = _collection(tmp_path)
     monkeypatch.setattr(index_state.IndexState, "_start_indexer", lambda self: None)  # no background help
