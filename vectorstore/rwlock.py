@@ -1,4 +1,6 @@
-"""``RWLock``: many readers or one writer, re-entrant, readers preferred over a waiting writer.
+"""``RWLock``: many readers or one writer, re-entrant, readers preferred over a waiting writer, and
+phase-fair when writers queue: a writer that lets go while readers wait hands the lock to all of them
+before the next writer.
 
 The index state's searches (and its saves, which only read) share the lock; changes to the index or
 the vector cache take it alone. Readers are preferred: a query is not made to wait for a writer that
@@ -33,6 +35,10 @@ class RWLock:
         self._writer: int | None = None
         self._write_depth = 0
         self._waiting: list[float] = []  # when each waiting writer started waiting (monotonic)
+        self._read_waiting = 0  # readers waiting to enter
+        # set when a writer lets go while readers wait: they all enter before the next writer, so a
+        # queue of writers (a write, the indexer, a save's drain) cannot hold queries back for long
+        self._readers_turn = False
         self._long = 0  # long readers holding the lock
         self._long_ended = 0.0  # when the last long reader let go (monotonic)
 
@@ -45,9 +51,16 @@ class RWLock:
         """
         me = threading.get_ident()
         with self._cond:
-            if self._writer != me and me not in self._readers:
-                while self._writer is not None or self._writer_starving():
-                    self._cond.wait(WRITER_PATIENCE_S if self._waiting else None)
+            if self._writer != me and me not in self._readers and not self._may_read():
+                self._read_waiting += 1
+                try:
+                    while not self._may_read():
+                        self._cond.wait(WRITER_PATIENCE_S if self._waiting else None)
+                finally:
+                    self._read_waiting -= 1
+                    if not self._read_waiting:
+                        self._readers_turn = False  # every waiting reader is in: writers may go next
+                        self._cond.notify_all()
             self._readers[me] = self._readers.get(me, 0) + 1
             if long:
                 self._long += 1
@@ -82,13 +95,17 @@ class RWLock:
             started = time.monotonic()
             self._waiting.append(started)
             try:
-                if not self._cond.wait_for(lambda: self._writer is None and not self._readers, timeout):
+                free = lambda: self._writer is None and not self._readers and not self._readers_turn  # noqa: E731
+                if not self._cond.wait_for(free, timeout):
                     return False
             finally:
                 self._waiting.remove(started)
                 self._cond.notify_all()  # readers held back for this writer re-check
             self._writer, self._write_depth = me, 1
             return True
+
+    def _may_read(self) -> bool:
+        return self._writer is None and (self._readers_turn or not self._writer_starving())
 
     def _writer_starving(self) -> bool:
         if not self._waiting or self._long:
@@ -104,6 +121,7 @@ class RWLock:
             self._write_depth -= 1
             if self._write_depth == 0:
                 self._writer = None
+                self._readers_turn = self._read_waiting > 0
                 self._cond.notify_all()
 
     @contextmanager

@@ -67,6 +67,43 @@ def test_rwlock_a_writer_is_not_starved_by_overlapping_readers():
             t.join()
 
 
+def test_rwlock_queued_writers_hand_the_lock_to_waiting_readers_in_turn():
+    """Three writers that always want the lock (a write, the indexer, a save's drain) do not keep a
+    reader out: each writer that lets go while a reader waits lets it in before the next writer."""
+    lock = RWLock()
+    stop = threading.Event()
+    grants = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            with lock.write():
+                grants[0] += 1
+                time.sleep(0.005)
+
+    writers = [threading.Thread(target=writer) for _ in range(3)]
+    for t in writers:
+        t.start()
+    passed: list[int] = []
+
+    def reader() -> None:
+        for _ in range(30):
+            before = grants[0]
+            with lock.read():
+                passed.append(grants[0] - before)  # writer turns taken while this reader waited
+            time.sleep(0.003)
+
+    time.sleep(0.2)  # writers queue up, each waiting longer than the writer patience
+    r = threading.Thread(target=reader)
+    r.start()
+    r.join(30)
+    starved = r.is_alive()
+    stop.set()
+    for t in [*writers, r]:
+        t.join()
+    assert not starved, f"the reader got in {len(passed)} times in 30 s"
+    assert max(passed) <= 1, passed
+
+
 # ---------------------------------------------------------------------- PendingVectors
 
 
