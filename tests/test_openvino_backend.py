@@ -140,3 +140,19 @@ def test_a_collection_stores_the_openvino_backend(tmp_path, minilm_copy, torch_m
         assert col.query("someone is making music", k=1)[0].id == "a"
         stored = col.get(ids=["a"], include=["embeddings"]).embeddings[0]
         np.testing.assert_allclose(stored, torch_model.encode("a man plays guitar"), atol=1e-4)
+
+
+def test_openvino_compiles_at_full_precision_unless_asked(minilm_copy, ov_model):
+    # OpenVINO's CPU default is bf16 where the processor has it; fp32 parity above depends on f32
+    import openvino as ov
+
+    assert ov_model.auto_model.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    latency = vs.SentenceTransformer(
+        str(minilm_copy),
+        device="cpu",
+        backend="openvino",
+        model_kwargs={"ov_config": {"PERFORMANCE_HINT": "LATENCY"}},
+    )
+    # a user's own properties are kept, and do not drop the precision default
+    assert str(latency.auto_model.compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert latency.auto_model.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
