@@ -112,7 +112,21 @@ def save_pair(
     with _save_lock(directory):
         if _published_sequence(directory, identity) > sequence:
             return
-        _write_generation(directory, index, vectors, sequence, identity)
+        gen = directory / f"gen-{sequence}-{uuid.uuid4().hex[:8]}"
+        try:
+            if vectors is not None:
+                vectors.save(gen / "vectors", sequence=sequence, tags=dict(identity))
+            index.save(gen / "index", sequence=sequence, tags=dict(identity))
+            _publish(directory, {"generation": gen.name, "sequence": sequence, "identity": dict(identity)})
+        except Exception as exc:
+            shutil.rmtree(gen, ignore_errors=True)
+            for tmp in directory.glob(f".{CURRENT}.*.tmp"):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+            if isinstance(exc, IndexCorruptedError):
+                raise  # the data being saved failed its own check: not a write failure
+            raise save_error(exc, directory) from exc
+        _remove_older(directory, gen.name)
 
 
 @contextlib.contextmanager
@@ -141,38 +155,26 @@ def _published_sequence(directory: Path, identity: Mapping[str, Any]) -> int:
     return -1
 
 
-def _write_generation(
-    directory: Path,
-    index: BaseIndex,
-    vectors: ExactIndex | None,
-    sequence: int,
-    identity: Mapping[str, Any],
-) -> None:
-    gen = directory / f"gen-{sequence}-{uuid.uuid4().hex[:8]}"
-    try:
-        if vectors is not None:
-            vectors.save(gen / "vectors", sequence=sequence, tags=dict(identity))
-        index.save(gen / "index", sequence=sequence, tags=dict(identity))
-        pointer = {"generation": gen.name, "sequence": sequence, "identity": dict(identity)}
-        tmp = directory / f".{CURRENT}.{gen.name}.tmp"
-        tmp.write_text(json.dumps(pointer, sort_keys=True))
-        _fsync_file(tmp)
-        os.replace(tmp, directory / CURRENT)
-        _fsync_dir(directory)
-    except Exception as exc:
-        shutil.rmtree(gen, ignore_errors=True)
-        for tmp in directory.glob(f".{CURRENT}.*.tmp"):
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        if isinstance(exc, IndexCorruptedError):
-            raise  # the data being saved failed its own check: not a write failure
-        raise save_error(exc, directory) from exc
-    # Older generations are unreferenced now, and no other save is writing one (the save lock). A
-    # process that still maps their files keeps reading them (the inodes live on until unmapped), and
-    # files whose check it deferred are checked through the handles it opened when loading them.
+def _publish(directory: Path, pointer: Mapping[str, Any]) -> None:
+    """Point ``CURRENT`` at a written generation, atomically and durably."""
+    tmp = directory / f".{CURRENT}.{pointer['generation']}.tmp"
+    tmp.write_text(json.dumps(pointer, sort_keys=True))
+    _fsync_file(tmp)
+    os.replace(tmp, directory / CURRENT)
+    _fsync_dir(directory)
+
+
+def _remove_older(directory: Path, current: str) -> None:
+    """Remove every generation but ``current``, and leftovers of saves killed midway.
+
+    Called under the save lock, once ``current`` is published: older generations are unreferenced and
+    no other save is writing one. A process that still maps their files keeps reading them (the inodes
+    live on until unmapped), and files whose check it deferred are checked through the handles it
+    opened when loading them.
+    """
     for old in directory.iterdir():
-        if old.name != gen.name and (old.name.startswith("gen-") or old.name in ("index", "vectors")):
-            shutil.rmtree(old, ignore_errors=True)  # also what a save killed midway left behind
+        if old.name != current and (old.name.startswith("gen-") or old.name in ("index", "vectors")):
+            shutil.rmtree(old, ignore_errors=True)
         elif old.name.startswith(f".{CURRENT}.") and old.name.endswith(".tmp"):
             with contextlib.suppress(OSError):
                 old.unlink()

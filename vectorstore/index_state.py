@@ -120,7 +120,7 @@ class IndexState:
         self._last_change = 0.0
         self._trimmed_below = 0  # the change-log floor this process last set
         self._last_query = 0.0  # monotonic time of the last search
-        # add/upsert commits of this process being applied by their writers (catch_up with known=)
+        # add/upsert commits of this process between commit and apply (own_commit)
         self._own = threading.Condition()
         self._own_unapplied = 0
         # while the index is rebuilt beside the live one (compact_index): the keys removed from or
@@ -270,6 +270,8 @@ class IndexState:
 
         ``known``: (keys, vectors, seq) this process just committed (its changes end at ``seq``), so those
         vectors need not be read back from SQLite — unless a later change to the same key came after.
+        The writer calls this inside :meth:`own_commit`, so queries wait for it rather than read the
+        batch back themselves.
         ``index_now``: insert up to :data:`SYNC_INDEX_MAX` new vectors into the ANN index before
         returning (a write pays for its own small batches, in slices that let queries in); otherwise,
         as on the query path, they are left to the background indexer and scanned exactly until it
@@ -281,11 +283,6 @@ class IndexState:
         The changed rows are read from SQLite before the lock is taken, so queries keep running
         while a large batch written by another process is read.
         """
-        if known is not None:
-            # this process's writer applies its own just-committed batch from the vectors in hand; a
-            # query meanwhile waits for that (milliseconds) instead of reading the batch back itself
-            with self._own:
-                self._own_unapplied += 1
         try:
             return self._catch_up(known, index_now, wait)
         except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
@@ -295,9 +292,6 @@ class IndexState:
             logger.warning("collection %d: %s; rebuilding the index from SQLite", self.collection_id, exc)
             self.rebuild()
             return 0
-        finally:
-            if known is not None:
-                self._own_applied()
 
     @contextlib.contextmanager
     def own_commit(self) -> Iterator[None]:
