@@ -74,7 +74,9 @@ _SAVE_ATTEMPTS = 20  # drain-then-save rounds while changes keep arriving
 _YIELD_S = 0.004
 _QUERY_ACTIVE_S = 1.0
 _COMPACT_MIN_CHANGES = 10_000
-_OWN_WAIT_S = 0.05  # at most this long a query waits for this process's writer to apply its commit
+_OWN_WAIT_S = 0.05  # at most this long a query waits for this process's writer to commit and apply
+# ... and at most this long once the commit has landed and only the apply (bounded work) is left
+_OWN_APPLY_WAIT_S = 2.0
 # compact() rebuilds the ANN index from its live vectors once the entries it still holds for removed
 # keys (dead HNSW nodes) are this share of it and at least this many
 _REBUILD_REMOVED_SHARE = 0.1
@@ -123,6 +125,7 @@ class IndexState:
         # add/upsert commits of this process between commit and apply (own_commit)
         self._own = threading.Condition()
         self._own_unapplied = 0
+        self._own_applying = 0  # of those, the ones whose commit has landed
         # while the index is rebuilt beside the live one (compact_index): the keys removed from or
         # added to the live index since, replayed into the new one before it is swapped in
         self._journal: list[np.ndarray] | None = None
@@ -270,8 +273,8 @@ class IndexState:
 
         ``known``: (keys, vectors, seq) this process just committed (its changes end at ``seq``), so those
         vectors need not be read back from SQLite — unless a later change to the same key came after.
-        The writer calls this inside :meth:`own_commit`, so queries wait for it rather than read the
-        batch back themselves.
+        The writer calls this inside :meth:`own_commit` (after calling what it yields), so queries
+        wait for it rather than read the batch back themselves.
         ``index_now``: insert up to :data:`SYNC_INDEX_MAX` new vectors into the ANN index before
         returning (a write pays for its own small batches, in slices that let queries in); otherwise,
         as on the query path, they are left to the background indexer and scanned exactly until it
@@ -294,21 +297,44 @@ class IndexState:
             return 0
 
     @contextlib.contextmanager
-    def own_commit(self) -> Iterator[None]:
+    def own_commit(self) -> Iterator[Callable[[], None]]:
         """Around a write of this process: its commit and the ``catch_up(known=...)`` applying it. A
-        query that sees the commit meanwhile waits (up to :data:`_OWN_WAIT_S`) for the writer to apply
-        it instead of reading the batch back from SQLite itself."""
+        query that sees the commit meanwhile waits for the writer to apply it instead of reading the
+        batch back from SQLite itself (and competing with the writer for the two cores): up to
+        :data:`_OWN_WAIT_S` while the write may still be encoding or committing, up to
+        :data:`_OWN_APPLY_WAIT_S` once the writer has called the function this yields (its commit
+        has landed; applying it is bounded work)."""
+        marked = False
+
+        def committed() -> None:
+            nonlocal marked
+            with self._own:
+                if not marked:
+                    marked = True
+                    self._own_applying += 1
+                    self._own.notify_all()  # waiting queries may now wait longer
+
         with self._own:
             self._own_unapplied += 1
         try:
-            yield
+            yield committed
         finally:
-            self._own_applied()
+            with self._own:
+                self._own_unapplied = max(self._own_unapplied - 1, 0)
+                if marked:
+                    self._own_applying = max(self._own_applying - 1, 0)
+                self._own.notify_all()
 
-    def _own_applied(self) -> None:
+    def _wait_for_own_writer(self) -> None:
+        """Wait (bounded, see :meth:`own_commit`) until no commit of this process awaits its apply."""
+        start = time.monotonic()
         with self._own:
-            self._own_unapplied = max(self._own_unapplied - 1, 0)
-            self._own.notify_all()
+            while self._own_unapplied:
+                limit = _OWN_APPLY_WAIT_S if self._own_applying else _OWN_WAIT_S
+                remaining = start + limit - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._own.wait(remaining)  # woken when a commit lands or is applied
 
     def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None, index_now: bool, wait: bool) -> int:
         if not wait and self._saving:
@@ -322,8 +348,7 @@ class IndexState:
             if not wait and self._own_unapplied:
                 # a commit of this process is being applied by its writer, from the vectors in hand:
                 # wait for that (milliseconds) rather than read the batch back here
-                with self._own:
-                    self._own.wait_for(lambda: self._own_unapplied == 0, timeout=_OWN_WAIT_S)
+                self._wait_for_own_writer()
                 version = self.reader.data_version()
                 if version is not None and version == self._seen_version:
                     return 0

@@ -286,6 +286,50 @@ def test_a_query_leaves_this_process_s_just_committed_batch_to_its_writer(tmp_pa
     assert answers == ["n3"]
 
 
+def test_a_query_waits_past_the_short_limit_once_this_process_s_commit_has_landed(tmp_path, monkeypatch):
+    """Once the writer's commit has landed only its apply is left (bounded work): a query waits for it
+    longer than the short limit that applies while a write may still be encoding or committing."""
+    store, col, _ = _collection(tmp_path)
+    assert index_state._OWN_WAIT_S < 0.3 < index_state._OWN_APPLY_WAIT_S
+    readers: list[str] = []
+    real_read = index_state.IndexState._read_changes
+
+    def spy(self, since, known):
+        readers.append(threading.current_thread().name)
+        return real_read(self, since, known)
+
+    monkeypatch.setattr(index_state.IndexState, "_read_changes", spy)
+    landed, go = threading.Event(), threading.Event()
+    real_catch_up = col._state.catch_up
+
+    def slow_apply(known=None, **kwargs):
+        if known is not None:  # the writer, its commit landed
+            landed.set()
+            go.wait(30)
+        return real_catch_up(known, **kwargs)
+
+    monkeypatch.setattr(col._state, "catch_up", slow_apply)
+    new = random_vectors(np.random.default_rng(6), 50)
+    writer = threading.Thread(
+        target=lambda: col.add(ids=[f"n{i}" for i in range(50)], embeddings=new), name="writer"
+    )
+    writer.start()
+    assert landed.wait(30)
+    answers: list[str] = []
+    querier = threading.Thread(
+        target=lambda: answers.extend(h.id for h in col.query(query_embeddings=new[3], k=1)), name="querier"
+    )
+    querier.start()
+    time.sleep(0.3)  # six times the short limit
+    assert querier.is_alive()  # still waiting for the writer's apply
+    go.set()
+    writer.join(30)
+    querier.join(30)
+    store.close()
+    assert "querier" not in readers and "writer" in readers
+    assert answers == ["n3"]
+
+
 def test_a_query_applies_another_writers_batch_without_inserting_into_the_graph(tmp_path, monkeypatch):
     store, col, _ = _collection(tmp_path)
     monkeypatch.setattr(index_state.IndexState, "_start_indexer", lambda self: None)  # no background help
