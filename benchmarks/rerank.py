@@ -8,7 +8,8 @@ randomly initialised one-label classification head: the size and speed of the us
 rerankers (``cross-encoder/ms-marco-MiniLM-L6-v2``), meaningless scores.
 
 3. With onnxruntime: ``query(rerank_k=50)`` p50 with the torch cross-encoder vs our ONNX fp32 and
-   dynamic-int8 exports of it, alternating per query.
+   dynamic-int8 exports of it (and with OpenVINO: fp32 and static int8, calibrated on the STS pairs of
+   step 1), alternating per query.
 
     python benchmarks/rerank.py [--pairs 2000] [--rounds 3] [--docs 5000] [--queries 100]
 """
@@ -111,7 +112,7 @@ def main() -> None:
             t = time.perf_counter()
             col.query(queries, k=10, rerank=True, rerank_k=50)
             batched = (time.perf_counter() - t) * 1000 / len(queries)
-            onnx_rows = _onnx_rerank(col, ours, folder, queries)
+            onnx_rows = _onnx_rerank(col, ours, folder, queries, pairs)
         p50p, p50r = pct(plain, 0.5), pct(reranked, 0.5)
         print(
             f"query latency over {len(docs)} docs, k=10: plain p50 {p50p:.1f} ms, rerank_k=50 p50 {p50r:.1f} ms "
@@ -126,8 +127,11 @@ def main() -> None:
             print(line)
 
 
-def _onnx_rerank(col: object, torch_ce: object, folder: Path, queries: list[str]) -> list[str]:
-    """query(rerank_k=50) p50 with the torch cross-encoder vs ONNX fp32 and dynamic int8, alternating."""
+def _onnx_rerank(
+    col: object, torch_ce: object, folder: Path, queries: list[str], calibration: list[tuple[str, str]]
+) -> list[str]:
+    """query(rerank_k=50) p50 with the torch cross-encoder vs ONNX fp32 and dynamic int8 (and, where
+    OpenVINO is installed, OpenVINO fp32 and static int8 calibrated on ``calibration`` pairs), alternating."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -141,8 +145,20 @@ def _onnx_rerank(col: object, torch_ce: object, folder: Path, queries: list[str]
         models[f"onnx int8 {config}"] = vs.CrossEncoder(
             folder, backend="onnx", model_kwargs={"file_name": f"onnx/{name}"}
         )
-    times: dict[str, list[float]] = {n: [] for n in models}
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        models["openvino fp32"] = vs.CrossEncoder(folder, backend="openvino")
+        path = vs.export_static_quantized_openvino_model(
+            models["openvino fp32"], None, str(folder), calibration_texts=calibration
+        )
+        models["openvino int8"] = vs.CrossEncoder(
+            folder, backend="openvino", model_kwargs={"file_name": f"openvino/{path.name}"}
+        )
     names = list(models)
+    times: dict[str, list[float]] = {n: [] for n in names}
     for i, q in enumerate(queries):
         for j in range(len(names)):
             name = names[(i + j) % len(names)]
