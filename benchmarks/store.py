@@ -229,6 +229,11 @@ def main() -> None:
         default=os.environ.get("VECTORSTORE_LANCE_PYTHON"),
         help="an interpreter with lancedb (default: this one, when lancedb is importable)",
     )
+    parser.add_argument(
+        "--sq",
+        action="store_true",
+        help="also run ours with faiss-hnsw-sq (8-bit codes rescored from SQLite), at its defaults and at M=32/efC=200",
+    )
     parser.add_argument("--peer", nargs=3, metavar=("DATA", "WORK", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer:
@@ -255,6 +260,14 @@ def main() -> None:
             results["vectorstore M32/efC200"] = _run_peer(
                 [sys.executable, me, "--peer", str(data), str(work / "o32"), f"faiss-hnsw:{json.dumps(M32)}"]
             )
+        if args.sq:
+            for name, spec in (
+                ("vectorstore sq8", "faiss-hnsw-sq"),
+                ("vectorstore sq8 M32", f"faiss-hnsw-sq:{json.dumps(M32)}"),
+            ):
+                out = work / name.replace(" ", "-")
+                out.mkdir()
+                results[name] = _run_peer([sys.executable, me, "--peer", str(data), str(out), spec])
         results["raw faiss hnsw"] = bench_raw_faiss(vectors, queries, truth, work)
         for params in ("defaults", "ours"):
             results["chroma defaults" if params == "defaults" else "chroma M32/efC200"] = (
@@ -295,9 +308,14 @@ def main() -> None:
     ]
     if results.get("vectorstore M32/efC200"):  # both at the same graph parameters
         pairs.append(("vectorstore M32/efC200", "chroma M32/efC200"))
+    if results.get("vectorstore sq8"):
+        pairs += [("vectorstore sq8", "chroma defaults"), ("vectorstore sq8", "chroma M32/efC200")]
+    if results.get("vectorstore sq8 M32"):
+        pairs.append(("vectorstore sq8 M32", "chroma M32/efC200"))
     for mine, name in pairs:
         ours = results[mine]
-        assert ours is not None
+        if not ours:
+            continue
         other = results[name]
         if not other:
             continue

@@ -5,7 +5,7 @@
 >>> index.add(keys, vectors); keys, scores = index.search(queries, k=10)
 >>> index.save("dir"); same = load_index("dir")
 
-Kinds: ``exact``, ``faiss-flat``, ``faiss-hnsw``, ``faiss-ivf``, ``faiss-ivfpq``, ``usearch-hnsw``.
+Kinds: ``exact``, ``faiss-flat``, ``faiss-hnsw``, ``faiss-hnsw-sq``, ``faiss-ivf``, ``faiss-ivfpq``, ``usearch-hnsw``.
 
 Layout: :mod:`indexers.spec` (what an index is, the protocol), :mod:`indexers.base` (the shared
 contract), :mod:`indexers.validation`, :mod:`indexers.persistence` (files and manifests),
@@ -41,7 +41,15 @@ __all__ = [
     "make_index",
 ]
 
-KINDS: tuple[str, ...] = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq", "usearch-hnsw")
+KINDS: tuple[str, ...] = (
+    "exact",
+    "faiss-flat",
+    "faiss-hnsw",
+    "faiss-hnsw-sq",
+    "faiss-ivf",
+    "faiss-ivfpq",
+    "usearch-hnsw",
+)
 
 
 def index_class(kind: str, options: Mapping[str, Any] | None = None) -> type[BaseIndex]:
@@ -64,6 +72,7 @@ def index_class(kind: str, options: Mapping[str, Any] | None = None) -> type[Bas
         table: dict[str, type[BaseIndex]] = {
             "faiss-flat": fi.FaissFlatIndex,
             "faiss-hnsw": fi.FaissHNSWIndex,
+            "faiss-hnsw-sq": fi.FaissHNSWSQIndex,
             "faiss-ivf": fi.FaissIVFIndex,
         }
         if kind in table:
@@ -100,6 +109,18 @@ def make_index(
     M: int = ...,
     efConstruction: int = ...,
     efSearch: int = ...,
+) -> BaseIndex: ...
+@overload
+def make_index(
+    kind: Literal["faiss-hnsw-sq"],
+    dim: int,
+    metric: Metric | str = ...,
+    *,
+    M: int = ...,
+    efConstruction: int = ...,
+    efSearch: int = ...,
+    qtype: str = ...,
+    train_size: int = ...,
 ) -> BaseIndex: ...
 @overload
 def make_index(

@@ -156,6 +156,13 @@ class BaseIndex(abc.ABC):
         return False
 
     @property
+    def rescore_from_truth(self) -> bool:
+        """Whether the index keeps only compact codes and its caller should rescore candidates from the
+        full-precision vectors it already keeps elsewhere (the store's SQLite truth) rather than hold a
+        float32 copy beside the index."""
+        return False
+
+    @property
     def removed_entries(self) -> int:
         """Entries the index still holds for removed keys (an HNSW graph cannot drop a node): space it
         gives back only when rebuilt from its live vectors. 0 for kinds that drop entries at once."""

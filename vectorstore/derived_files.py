@@ -7,7 +7,8 @@ Layout (``directory`` is ``indexes/<id>-<name>/``)::
     CURRENT                 {"generation": "gen-...", "sequence": ..., "identity": {...}}
     gen-<seq>-<tag>/index/    the ANN index (manifest.json + native file)
     gen-<seq>-<tag>/vectors/  the vector cache (manifest.json + .npy arrays), absent when the index
-                              is the cache (``exact``, ``faiss-hnsw``: see vectorstore.vector_cache)
+                              is the cache (``exact``, ``faiss-hnsw``) or vectors are read from SQLite
+                              (``faiss-hnsw-sq``): see vectorstore.vector_cache
     .save.lock              flock'ed by the process saving (processes sharing the store save in turn)
 
 A save writes a new generation beside the current one and renames ``CURRENT`` over the old pointer
@@ -206,7 +207,8 @@ def load_pair(
         )
     index = indexers.load_index(gen / "index", expect=spec, verify=verify)
     vectors: ExactIndex | None = None
-    if not index.stores_full_vectors:  # else the index is the cache (an older save's copy is ignored)
+    if not (index.stores_full_vectors or index.rescore_from_truth):  # else no cache is saved (the index
+        # is the cache, or vectors are read from SQLite; an older save's copy is ignored)
         if not (gen / "vectors").is_dir():
             raise IndexCorruptedError(f"the vector cache of {gen} is missing")
         loaded = indexers.load_index(

@@ -112,7 +112,7 @@ class IndexState:
         self.lock = RWLock()
         self.index: BaseIndex = indexers.make_index(spec)
         # Full-precision vectors for exact rescoring, exact filtered search and the pending scan.
-        self.vectors: VectorCache = vector_cache_for(self.index)
+        self.vectors: VectorCache = vector_cache_for(self.index, read=self._read_truth)
         self.applied_seq = 0
         self.saved_seq = 0
         self.pending = PendingVectors(spec.dim)  # keys in the vector cache, not yet in the ANN index
@@ -153,7 +153,10 @@ class IndexState:
             t = time.perf_counter()
             try:
                 saved = load_pair(self.directory, self.spec, self.identity, newest, verify="lazy")
-                self.index, self.vectors = saved.index, vector_cache_for(saved.index, saved.vectors)
+                self.index, self.vectors = (
+                    saved.index,
+                    vector_cache_for(saved.index, saved.vectors, self._read_truth),
+                )
                 self.applied_seq = self.saved_seq = saved.sequence
                 self._start_verifier()
                 logger.debug(
@@ -180,7 +183,7 @@ class IndexState:
         logged and retried later: the state serves from memory meanwhile)."""
         with self.lock.write():
             index = indexers.make_index(self.spec)
-            vectors = vector_cache_for(index)
+            vectors = vector_cache_for(index, read=self._read_truth)
             with read_tx(self.engine, "reading stored vectors to rebuild the index") as conn:
                 seq = Repository.max_seq(conn, self.collection_id)
                 for part in Repository.iter_vectors(conn, self.collection_id, self.spec.dim):
@@ -740,23 +743,30 @@ class IndexState:
         keys = np.asarray(keys, dtype=np.int64)
         if self.vectors.raw or not len(keys):
             return self.vectors.get_vectors(keys)
+        found, vectors = self._read_truth(keys)
+        out = np.empty((len(keys), self.spec.dim), dtype=np.float32)
+        out[found] = vectors
+        if not found.all():
+            out[~found] = self.vectors.get_vectors(keys[~found])
+        return out
+
+    def _read_truth(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, the float32 vectors of the found ``keys`` in their order) read from SQLite; a key
+        deleted meanwhile, or whose row fails its checksum (reported), is not found."""
         direct = self.reader.vector_rows(keys.tolist())
         if direct is not None:
             rows = VectorRows.checked(direct, self.spec.dim)
         else:
             with read_tx(self.engine, "reading stored vectors") as conn:
                 rows = Repository.vectors_for(conn, keys.tolist(), self.spec.dim)
-        out = np.empty((len(keys), self.spec.dim), dtype=np.float32)
+        if not len(rows.keys):
+            return np.zeros(len(keys), bool), np.empty((0, self.spec.dim), dtype=np.float32)
         order = np.argsort(rows.keys)
-        at = np.searchsorted(rows.keys[order], keys)
-        at = np.minimum(at, max(len(rows.keys) - 1, 0))
-        found = rows.keys[order][at] == keys if len(rows.keys) else np.zeros(len(keys), bool)
-        out[found] = rows.vectors[order[at[found]]]
-        if not found.all():
-            # deleted meanwhile, or failing its checksum (reported): what this state applied
+        at = np.minimum(np.searchsorted(rows.keys[order], keys), len(rows.keys) - 1)
+        found = rows.keys[order][at] == keys
+        if not found.all() and len(rows.bad_keys):
             self._report_damaged(np.intersect1d(rows.bad_keys, keys[~found]))
-            out[~found] = self.vectors.get_vectors(keys[~found])
-        return out
+        return found, rows.vectors[order[at[found]]]
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Boolean mask: which of ``keys`` are applied here (a write committed after the last catch-up

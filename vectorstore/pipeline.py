@@ -228,7 +228,13 @@ def filtered_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best ``k`` among the ``matching`` keys: exactly over them when they are few, else through
     the ANN index with them as the allowed set (caller holds the state lock)."""
-    if len(matching) <= max(EXACT_FILTER_MAX, EXACT_FILTER_FRACTION * len(state)):
+    # Where each vector read is a database read (an index of codes rescored from SQLite), only a set no
+    # larger than the candidates the ANN path would rescore anyway is read whole; a larger one is
+    # searched over the index's codes (exactly over them, or by the graph) and its candidates rescored.
+    exact_max = (
+        max(EXACT_FILTER_MAX, EXACT_FILTER_FRACTION * len(state)) if state.vectors.in_memory else fetch
+    )
+    if len(matching) <= exact_max:
         # a write that committed after catch_up may name keys not applied yet: skip them
         matching = matching[state.contains(matching)]
         return exact_over(metric, state, queries, matching, k)

@@ -243,7 +243,9 @@ class Store:
         Args:
             name: letters, digits, ``._-``, at most 64 characters.
             model: embedding model name or folder; ``None`` for bring-your-own vectors.
-            index: ``faiss-hnsw`` (default), ``exact``, ``faiss-flat``, ``faiss-ivf``, ``faiss-ivfpq``, ``usearch-hnsw``.
+            index: ``faiss-hnsw`` (default), ``faiss-hnsw-sq`` (8-bit codes rescored from SQLite: the
+                smallest on disk and in RAM), ``exact``, ``faiss-flat``, ``faiss-ivf``, ``faiss-ivfpq``,
+                ``usearch-hnsw``.
             metric: defaults to the model's ``similarity_fn_name`` (cosine without a model).
             index_options: backend options (``M``, ``efSearch``, ``nlist``, ``dtype``...).
             embedding_dim: required without a model; checked against the model otherwise.

@@ -9,6 +9,10 @@ Two layouts, chosen by the index kind:
   the index file), and in memory once (the index's storage, memory-mapped after a reopen).
 - :class:`OwnVectors` — the index keeps lossy codes (USearch f16/i8/b1, IVF-PQ, …) or reads vectors
   back slowly: a float32 table of its own (memory-mapped after a reopen), saved beside the index.
+- :class:`TruthVectors` — the index keeps compact codes and asks to be rescored from the truth
+  (``faiss-hnsw-sq``, :attr:`~indexers.BaseIndex.rescore_from_truth`): the vectors are read from SQLite
+  by key when a query needs them (a few dozen per query), and only vectors applied but not yet
+  indexed are held in an overlay. On disk each vector exists once at float32 (SQLite) plus its code.
 
 Vectors read back from a :class:`SharedVectors` are as the index holds them — unit length for cosine
 (equal scores) — so anything that must return the vectors as stored reads SQLite instead
@@ -17,13 +21,19 @@ Vectors read back from a :class:`SharedVectors` are as the index holds them — 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from indexers import BaseIndex
 from indexers.exact import ExactIndex
 from indexers.scoring import normalize_rows
 
-__all__ = ["OwnVectors", "SharedVectors", "VectorCache", "vector_cache_for"]
+__all__ = ["OwnVectors", "SharedVectors", "TruthReader", "TruthVectors", "VectorCache", "vector_cache_for"]
+
+
+#: ``read(keys) -> (found mask, float32 vectors of the found keys in order)``: rows read from SQLite
+TruthReader = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
 
 class VectorCache:
@@ -31,6 +41,8 @@ class VectorCache:
 
     #: whether :meth:`get_vectors` returns the vectors exactly as stored in SQLite
     raw: bool = True
+    #: whether reading many vectors is a memory scan (False: each one is a database read)
+    in_memory: bool = True
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -161,9 +173,43 @@ class SharedVectors(VectorCache):
         return np.concatenate([self.index.keys(), self.overlay.stored_keys()])
 
 
-def vector_cache_for(index: BaseIndex, saved: ExactIndex | None = None) -> VectorCache:
-    """The cache layout for ``index``: its own storage where it keeps full vectors, else ``saved`` (or
-    a new, empty table)."""
+class TruthVectors(SharedVectors):
+    """Vectors read from SQLite by key (the index holds codes only), plus the overlay of applied vectors
+    the index does not have yet. A row that is gone from SQLite (deleted by a commit not applied here
+    yet) or fails its checksum is served as the index decodes it: the query drops a deleted record at
+    hydration anyway."""
+
+    raw = True
+    in_memory = False
+
+    def __init__(self, index: BaseIndex, read: TruthReader) -> None:
+        super().__init__(index)
+        self.read = read
+
+    def get_vectors(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.int64)
+        out = np.empty((len(keys), self.index.dim), dtype=np.float32)
+        if not len(keys):
+            return out
+        pending = self.overlay.contains_many(keys) if len(self.overlay) else np.zeros(len(keys), bool)
+        if pending.any():
+            out[pending] = self.overlay.get_vectors(keys[pending])
+        rest = np.nonzero(~pending)[0]
+        if len(rest):
+            found, vectors = self.read(keys[rest])
+            out[rest[found]] = vectors
+            if not found.all():
+                out[rest[~found]] = self.index.get_vectors(keys[rest[~found]])
+        return out
+
+
+def vector_cache_for(
+    index: BaseIndex, saved: ExactIndex | None = None, read: TruthReader | None = None
+) -> VectorCache:
+    """The cache layout for ``index``: its own storage where it keeps full vectors; reads from SQLite
+    (``read``) where it asks to be rescored from the truth; else ``saved`` (or a new, empty table)."""
     if index.stores_full_vectors:
         return SharedVectors(index)
+    if index.rescore_from_truth and read is not None:
+        return TruthVectors(index, read)
     return OwnVectors(saved if saved is not None else ExactIndex(index.dim, "dot"))

@@ -37,6 +37,10 @@ __all__ = ["Problem", "VerifyReport", "verify_store"]
 
 logger = logging.getLogger(__name__)
 
+# A code-only index (faiss-hnsw-sq) agrees with SQLite where each decoded vector lies within this share
+# of the stored vector's length of it (8-bit codes: ~1 %; another record's vector: ~140 %).
+_CODE_TOLERANCE = 0.2
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -161,10 +165,13 @@ def _disagreement(col: Collection, state: IndexState, cache: object, index: obje
     from indexers import BaseIndex
     from indexers.exact import ExactIndex
     from indexers.scoring import normalize_rows
-    from vectorstore.vector_cache import vector_cache_for
+    from vectorstore.vector_cache import SharedVectors, vector_cache_for
 
     assert (cache is None or isinstance(cache, ExactIndex)) and isinstance(index, BaseIndex)
-    vectors = vector_cache_for(index, cache)
+    # an index of codes rescored from SQLite has no cache of its own: its decoded codes are compared
+    # with the truth, within the codes' precision
+    coded = index.rescore_from_truth and cache is None
+    vectors = SharedVectors(index) if coded else vector_cache_for(index, cache)
     # the index's own storage (where it is the cache) holds cosine vectors at unit length
     unit = not vectors.raw and index.metric == "cosine"
     with read_tx(state.engine, "reading stored vectors to verify index files") as conn:
@@ -181,11 +188,19 @@ def _disagreement(col: Collection, state: IndexState, cache: object, index: obje
                 if not present.all():
                     return f"{int((~present).sum())} stored record(s) missing from the vector cache"
                 held, truth = vectors.get_vectors(keys), part.vectors[keep]
-                if not (
-                    np.allclose(held, normalize_rows(truth), rtol=0, atol=1e-6)
-                    if unit
-                    else np.array_equal(held, truth)
-                ):
+                want = normalize_rows(truth) if unit else truth
+                if coded:
+                    agree = bool(
+                        np.all(
+                            np.linalg.norm(held - want, axis=1)
+                            <= _CODE_TOLERANCE * np.linalg.norm(want, axis=1) + 1e-6
+                        )
+                    )
+                elif unit:
+                    agree = np.allclose(held, want, rtol=0, atol=1e-6)
+                else:
+                    agree = np.array_equal(held, want)
+                if not agree:
                     return "the vector cache holds vectors that differ from the stored ones"
     expected = np.concatenate(truth_keys) if truth_keys else np.empty(0, np.int64)
     cached = vectors.stored_keys()

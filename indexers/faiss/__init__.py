@@ -1,4 +1,5 @@
-"""FAISS backends: ``faiss-flat``, ``faiss-hnsw``, ``faiss-ivf`` and ``faiss-ivfpq``, one module per kind.
+"""FAISS backends: ``faiss-flat``, ``faiss-hnsw``, ``faiss-hnsw-sq``, ``faiss-ivf`` and ``faiss-ivfpq``, one
+module per kind.
 
 Cosine is served as inner product over L2-normalised vectors; euclidean scores are ``-sqrt(L2²)``;
 manhattan uses FAISS's L1 metric (flat, HNSW and IVF-flat only; PQ codes cannot do L1).
@@ -19,12 +20,14 @@ from __future__ import annotations
 from indexers.faiss.common import faiss_gpu_count
 from indexers.faiss.flat import FaissFlatIndex
 from indexers.faiss.hnsw import FaissHNSWIndex
+from indexers.faiss.hnsw_sq import FaissHNSWSQIndex
 from indexers.faiss.ivf import FaissIVFIndex
 from indexers.faiss.ivfpq import FaissIVFPQIndex, FaissRefinedIVFPQIndex
 
 __all__ = [
     "FaissFlatIndex",
     "FaissHNSWIndex",
+    "FaissHNSWSQIndex",
     "FaissIVFIndex",
     "FaissIVFPQIndex",
     "FaissRefinedIVFPQIndex",

@@ -18,9 +18,24 @@ from indexers.spec import Metric
 from indexers.validation import check_positive
 from indexers.vector_table import RowBlocks, block_crcs
 
-__all__ = ["FaissHNSWIndex"]
+__all__ = ["FaissHNSWIndex", "hnsw_search"]
 
 logger = logging.getLogger(__name__)
+
+
+def hnsw_search(
+    index: Any, prepared: np.ndarray, kk: int, ef_search: int, *selectors: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's ``(distances, positions)`` of the ``kk`` best nodes of an HNSW ``index`` for each prepared
+    query, the beam raised to ``kk`` where ``ef_search`` is smaller. ``selectors`` keeps every SWIG
+    selector object alive for the call; the last one restricts the search."""
+    if selectors or kk > ef_search:
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(ef_search, kk)
+        if selectors:
+            params.sel = selectors[-1]
+        return index.search(prepared, kk, params=params)
+    return index.search(prepared, kk)
 
 
 class FaissHNSWIndex(FaissBase, PositionLabels):
@@ -129,17 +144,10 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
         self._row_blocks = None  # the whole file is verified: so is every block
 
     def _run(self, queries: np.ndarray, kk: int, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The ``kk`` (<= stored) best of each query, padded to ``k``. ``selectors`` keeps every SWIG
-        selector object alive for the call; the last one is used."""
-        prepared = self._prepare(queries, "queries")
-        if selectors or kk > self.options["efSearch"]:
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.options["efSearch"], kk)
-            if selectors:
-                params.sel = selectors[-1]
-            d, ids = self._index.search(prepared, kk, params=params)
-        else:
-            d, ids = self._index.search(prepared, kk)
+        """The ``kk`` (<= stored) best of each query, padded to ``k``."""
+        d, ids = hnsw_search(
+            self._index, self._prepare(queries, "queries"), kk, self.options["efSearch"], *selectors
+        )
         return self._finish(d, self._key_of[ids], k)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

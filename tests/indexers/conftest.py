@@ -16,6 +16,7 @@ class Backend:
     exact_keys: bool = True  # small-data results equal exact search
     score_tol: float = 1e-4  # |index score - exact score| for returned keys
     min_recall: float = 1.0
+    vector_tol: float = 1e-6  # |stored vector read back - vector added| (lossy codes: larger)
 
     @property
     def id(self) -> str:
@@ -28,6 +29,11 @@ BACKENDS = [
     Backend("faiss-flat"),
     # graph search is approximate even on small data (inner product is not a metric): recall, not equality
     Backend("faiss-hnsw", exact_keys=False, min_recall=0.95),
+    # 8-bit codes: approximate scores (the store rescores them from SQLite)
+    # (trained on the first 200 rows: later ones may clip at the trained range's edge)
+    Backend(
+        "faiss-hnsw-sq", {"train_size": 200}, score_tol=5e-2, vector_tol=5e-2, exact_keys=False, min_recall=0.9
+    ),
     Backend("faiss-ivf", {"nlist": 8, "nprobe": 8, "train_size": 100}),
     Backend("faiss-ivf", {"nlist": 64}),  # never reaches train_size here: the exact pre-training path
     Backend(

@@ -385,7 +385,7 @@ def test_writes_keep_the_backlog_small_while_queries_are_served(tmp_path, monkey
     store.close()
 
 
-@pytest.mark.parametrize("index", ["faiss-hnsw", "usearch-hnsw", "exact"])
+@pytest.mark.parametrize("index", ["faiss-hnsw", "faiss-hnsw-sq", "usearch-hnsw", "exact"])
 def test_many_threads_writing_and_querying_at_once(tmp_path, monkeypatch, index):
     monkeypatch.setattr(index_state, "SYNC_INDEX_MAX", 50)  # most batches go to the background indexer
     monkeypatch.setattr(index_state, "BACKLOG_MAX", 300)  # and writers meet the backlog bound

@@ -10,7 +10,7 @@ import vectorstore as vs
 st_util = pytest.importorskip("sentence_transformers.util")
 
 THRESHOLD = 0.9
-KINDS = ["exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq", "usearch-hnsw"]
+KINDS = ["exact", "faiss-flat", "faiss-hnsw", "faiss-hnsw-sq", "faiss-ivf", "faiss-ivfpq", "usearch-hnsw"]
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def _kill_after_acks(
     return acked
 
 
-@pytest.mark.parametrize("kind", ["faiss-hnsw", "usearch-hnsw"])
+@pytest.mark.parametrize("kind", ["faiss-hnsw", "faiss-hnsw-sq", "usearch-hnsw"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_loses_no_acknowledged_write(tmp_path, kind, seed):
     path = tmp_path / "store"

@@ -368,9 +368,11 @@ def test_a_flipped_bit_in_a_stored_vector_is_found_and_repaired(tmp_path, model,
     assert "fail their checksum" in caplog.text
 
 
-def test_verify_finds_index_files_that_disagree_with_the_truth(tmp_path):
+# faiss-hnsw-sq past its train_size: its decoded 8-bit codes are compared within their precision
+@pytest.mark.parametrize(("kind", "n"), [("faiss-hnsw", 100), ("faiss-hnsw-sq", 1200)])
+def test_verify_finds_index_files_that_disagree_with_the_truth(tmp_path, kind, n):
     path = tmp_path / "s"
-    _fill(path, 100)
+    _fill(path, n, kind=kind)
     conn = sqlite3.connect(path / "store.sqlite3")  # the truth changes behind the derived files' back
     import zlib
 

@@ -12,6 +12,7 @@ KINDS = [
     ("exact", {}),
     ("faiss-flat", {}),
     ("faiss-hnsw", {}),
+    ("faiss-hnsw-sq", {}),  # 8-bit codes: candidates rescored from SQLite
     ("faiss-ivf", {"nlist": 32}),
     (
         "faiss-ivfpq",

@@ -149,7 +149,7 @@ def make_machine(kind: str) -> type[RuleBasedStateMachine]:
     return CollectionMachine
 
 
-for _kind in ("exact", "faiss-hnsw"):
+for _kind in ("exact", "faiss-hnsw", "faiss-hnsw-sq"):  # sq: below train_size, read from SQLite
     _m = make_machine(_kind)
     _m.TestCase.settings = settings(
         max_examples=20, stateful_step_count=15, deadline=None, suppress_health_check=list(HealthCheck)

@@ -17,12 +17,21 @@ from indexers.exact import ExactIndex
 from indexers.scoring import exact_scores
 from vectorstore.derived_files import save_pair
 from vectorstore.index_state import SYNC_INDEX_MAX
-from vectorstore.vector_cache import OwnVectors, SharedVectors
+from vectorstore.vector_cache import OwnVectors, SharedVectors, TruthVectors
 
 DIM = 24
 # faiss-ivfpq: refined (the default), its float32 refinement copy is the cache; faiss-ivf reads
-# vectors back one at a time, so it keeps a table of its own
-KINDS = {"faiss-hnsw": True, "exact": True, "faiss-ivfpq": True, "usearch-hnsw": False, "faiss-ivf": False}
+# vectors back one at a time, so it keeps a table of its own; faiss-hnsw-sq keeps 8-bit codes and is
+# rescored from SQLite
+LAYOUT: dict[str, type] = {
+    "faiss-hnsw": SharedVectors,
+    "exact": SharedVectors,
+    "faiss-ivfpq": SharedVectors,
+    "usearch-hnsw": OwnVectors,
+    "faiss-ivf": OwnVectors,
+    "faiss-hnsw-sq": TruthVectors,
+}
+KINDS = {kind: layout is not OwnVectors for kind, layout in LAYOUT.items()}  # no float32 copy saved
 
 
 def _vectors(n: int, seed: int = 5) -> np.ndarray:
@@ -68,7 +77,7 @@ def test_a_kind_that_keeps_full_vectors_is_its_own_cache(tmp_path, kind, caplog)
         col.add(ids=ids, embeddings=vecs, metadatas=[{"b": i % 3} for i in range(len(vecs))])
         col.wait_until_indexed()
         cache = col._state.vectors
-        assert isinstance(cache, SharedVectors if KINDS[kind] else OwnVectors)
+        assert type(cache) is LAYOUT[kind]
         if KINDS[kind]:
             assert cache.index is col._state.index and len(cache.overlay) == 0
     gen = _generation(path)
@@ -83,7 +92,7 @@ def test_a_kind_that_keeps_full_vectors_is_its_own_cache(tmp_path, kind, caplog)
     assert "rebuild" not in caplog.text
 
 
-@pytest.mark.parametrize("kind", ["faiss-hnsw", "usearch-hnsw"])
+@pytest.mark.parametrize("kind", ["faiss-hnsw", "faiss-hnsw-sq", "usearch-hnsw"])
 def test_returned_embeddings_are_the_stored_vectors(tmp_path, kind):
     path = tmp_path / "s"
     first, more = _vectors(300), _vectors(SYNC_INDEX_MAX + 500, seed=6)
