@@ -20,9 +20,10 @@ Ours runs twice: at the default index (faiss-hnsw M=24, efConstruction=100, efSe
 M=32 / efConstruction=200 / efSearch=64; raw FAISS HNSW runs at our default's parameters. Chroma runs
 in an interpreter that has ``chromadb`` (``--chroma-python``, or ``$VECTORSTORE_CHROMA_PYTHON``), twice:
 at its defaults (M=16, construction_ef=100, search_ef=100) and at M=32 / construction_ef=200 /
-search_ef=64; without one the Chroma rows are skipped.
+search_ef=64; without one the Chroma rows are skipped. ``--sq`` adds ours with ``faiss-hnsw-sq`` (8-bit
+codes, candidates rescored from SQLite) at its defaults and at M=32 / efConstruction=200.
 
-    python benchmarks/store.py [--n 200000] [--queries 1000] [--chroma-python /path/to/python]
+    python benchmarks/store.py [--n 200000] [--queries 1000] [--chroma-python /path/to/python] [--sq]
 """
 
 from __future__ import annotations
