@@ -207,3 +207,26 @@ def test_reopening_an_up_to_date_store_commits_nothing(tmp_path):
         store.get_collection("c").add(ids=["x"], embeddings=vecs[:1] * -1)
     assert watcher.execute("PRAGMA data_version").fetchone()[0] != before
     watcher.close()
+
+
+def test_a_code_index_reads_no_more_rows_than_it_rescores(tmp_path):
+    """faiss-hnsw-sq keeps no float32 copy: a filter selecting many rows is searched over the codes and
+    only the candidates are read back from SQLite (never the whole matching set), and the answer is
+    still brute force's."""
+    vecs = _vectors(1500)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    with vs.Store(tmp_path / "s") as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw-sq")
+        col.add(ids=ids, embeddings=vecs, metadatas=[{"b": i % 3} for i in range(len(vecs))])
+        col.wait_until_indexed()
+        cache = col._state.vectors
+        assert isinstance(cache, TruthVectors) and col._state.index.is_trained
+        read, sizes = cache.read, []
+
+        def counting(keys):
+            sizes.append(len(keys))
+            return read(keys)
+
+        cache.read = counting
+        _check_exact(col, ids, vecs, where={"b": 1})  # 500 rows match; k=5, oversample 4: 20 read
+        assert sizes and max(sizes) <= 20
