@@ -18,27 +18,51 @@ from indexers.spec import Metric
 from indexers.validation import check_positive
 from indexers.vector_table import RowBlocks, block_crcs
 
-__all__ = ["FaissHNSWIndex", "hnsw_search"]
+__all__ = ["FaissHNSWIndex", "LabelledGraph"]
 
 logger = logging.getLogger(__name__)
 
 
-def hnsw_search(
-    index: Any, prepared: np.ndarray, kk: int, ef_search: int, *selectors: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS's ``(distances, positions)`` of the ``kk`` best nodes of an HNSW ``index`` for each prepared
-    query, the beam raised to ``kk`` where ``ef_search`` is smaller. ``selectors`` keeps every SWIG
-    selector object alive for the call; the last one restricts the search."""
-    if selectors or kk > ef_search:
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(ef_search, kk)
-        if selectors:
-            params.sel = selectors[-1]
-        return index.search(prepared, kk, params=params)
-    return index.search(prepared, kk)
+class LabelledGraph(FaissBase, PositionLabels):
+    """An HNSW graph (``self._index``, with an ``efSearch`` option) whose nodes are positions mapped back
+    to keys: searched with dead nodes skipped or restricted to the allowed keys' nodes, and saved as the
+    FAISS file plus its labels. Shared by ``faiss-hnsw`` (float storage) and ``faiss-hnsw-sq`` (codes)."""
+
+    def _graph_run(
+        self, prepared: np.ndarray, kk: int, k: int, *selectors: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``kk`` (<= stored) best of each prepared query, padded to ``k``; the beam is raised to
+        ``kk``. ``selectors`` keeps every SWIG selector object alive for the call; the last one is used."""
+        ef_search = self.options["efSearch"]
+        if selectors or kk > ef_search:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(ef_search, kk)
+            if selectors:
+                params.sel = selectors[-1]
+            d, ids = self._index.search(prepared, kk, params=params)
+        else:
+            d, ids = self._index.search(prepared, kk)
+        return self._finish(d, self._key_of[ids], k)
+
+    def _graph_search(self, prepared: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        selectors = self._dead_selector() if self._dead else ()
+        return self._graph_run(prepared, min(k, len(self)), k, *selectors)
+
+    def _graph_search_filtered(
+        self, q: np.ndarray, k: int, allowed_keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = self._positions(allowed_keys, missing_ok=True)
+        if len(ids) == 0:
+            return empty_results(len(q), k)
+        return self._graph_run(self._prepare(q, "queries"), min(k, len(ids)), k, faiss.IDSelectorBatch(ids))
+
+    def _write_graph(self, directory: Path, tag: str, **arrays: np.ndarray) -> dict[str, Path]:
+        path = directory / f"index-{tag}.faiss"
+        faiss.write_index(self._index, str(path))
+        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels, **arrays})}
 
 
-class FaissHNSWIndex(FaissBase, PositionLabels):
+class FaissHNSWIndex(LabelledGraph):
     """``faiss-hnsw``: ``IndexHNSWFlat`` graph search.
 
     HNSW graphs cannot drop nodes, so removal marks the node's internal id dead (search skips it
@@ -143,32 +167,16 @@ class FaissHNSWIndex(FaissBase, PositionLabels):
     def _on_verified(self) -> None:
         self._row_blocks = None  # the whole file is verified: so is every block
 
-    def _run(self, queries: np.ndarray, kk: int, k: int, *selectors: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The ``kk`` (<= stored) best of each query, padded to ``k``."""
-        d, ids = hnsw_search(
-            self._index, self._prepare(queries, "queries"), kk, self.options["efSearch"], *selectors
-        )
-        return self._finish(d, self._key_of[ids], k)
-
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        kk = min(k, len(self))
-        if self._dead:
-            return self._run(queries, kk, k, *self._dead_selector())
-        return self._run(queries, kk, k)
+        return self._graph_search(self._prepare(queries, "queries"), k)
 
     def _search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        ids = self._positions(allowed_keys, missing_ok=True)
-        if len(ids) == 0:
-            return empty_results(len(q), k)
-        return self._run(q, min(k, len(ids)), k, faiss.IDSelectorBatch(ids))
+        return self._graph_search_filtered(q, k, allowed_keys)
 
     def _write_files(self, directory: Path, tag: str) -> dict[str, Path]:
-        path = directory / f"index-{tag}.faiss"
-        faiss.write_index(self._index, str(path))
-        arrays = {"labels": self._labels, "blocks": block_crcs(self._storage())}
-        return {"index": path, **save_arrays(directory, tag, arrays)}
+        return self._write_graph(directory, tag, blocks=block_crcs(self._storage()))
 
     def _read_files(
         self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()

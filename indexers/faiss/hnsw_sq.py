@@ -21,11 +21,8 @@ import numpy as np
 
 from indexers.errors import InvalidInputError
 from indexers.faiss.common import FAISS_METRIC
-from indexers.faiss.hnsw import hnsw_search
+from indexers.faiss.hnsw import LabelledGraph
 from indexers.faiss.ivf import TrainedLater
-from indexers.faiss.labels import PositionLabels
-from indexers.persistence import save_arrays
-from indexers.scoring import empty_results
 from indexers.spec import Metric
 from indexers.validation import check_positive
 
@@ -47,7 +44,7 @@ QTYPES: dict[str, int] = {
 _RANGE_MARGIN = 0.1
 
 
-class FaissHNSWSQIndex(TrainedLater, PositionLabels):
+class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
     """``faiss-hnsw-sq``: an HNSW graph over scalar-quantized codes; scores approximate.
 
     Removal marks nodes dead (skipped through an ID selector, as ``faiss-hnsw``); once more than half
@@ -162,26 +159,15 @@ class FaissHNSWSQIndex(TrainedLater, PositionLabels):
         return self._live_mask(np.asarray(keys, dtype=np.int64))
 
     def _trained_search(self, prepared: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        kk = min(k, len(self))
-        selectors = self._dead_selector() if self._dead else ()
-        d, ids = hnsw_search(self._index, prepared, kk, self.options["efSearch"], *selectors)
-        return self._finish(d, self._key_of[ids], k)
+        return self._graph_search(prepared, k)
 
     def _trained_search_filtered(
         self, q: np.ndarray, k: int, allowed_keys: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        ids = self._positions(allowed_keys, missing_ok=True)
-        if len(ids) == 0:
-            return empty_results(len(q), k)
-        selector = faiss.IDSelectorBatch(ids)
-        prepared = self._prepare(q, "queries")
-        d, labels = hnsw_search(self._index, prepared, min(k, len(ids)), self.options["efSearch"], selector)
-        return self._finish(d, self._key_of[labels], k)
+        return self._graph_search_filtered(q, k, allowed_keys)
 
     def _trained_write_files(self, directory: Path, tag: str) -> dict[str, Path]:
-        path = directory / f"index-{tag}.faiss"
-        faiss.write_index(self._index, str(path))
-        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels})}
+        return self._write_graph(directory, tag)
 
     def _trained_read_files(self, files: dict[str, Path]) -> None:
         index = self._read_index(files["index"])
