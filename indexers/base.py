@@ -163,6 +163,13 @@ class BaseIndex(abc.ABC):
         return False
 
     @property
+    def needs_retraining(self) -> bool:
+        """Whether the vectors added since the index was trained fit its trained structure poorly (a
+        quantizer's learned range clips many of their values), so that rebuilding it from the stored
+        vectors, which trains it afresh, would find better candidates. False for untrained kinds."""
+        return False
+
+    @property
     def removed_entries(self) -> int:
         """Entries the index still holds for removed keys (an HNSW graph cannot drop a node): space it
         gives back only when rebuilt from its live vectors. 0 for kinds that drop entries at once."""

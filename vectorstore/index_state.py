@@ -82,6 +82,10 @@ _OWN_APPLY_WAIT_S = 2.0
 _REBUILD_REMOVED_SHARE = 0.1
 _REBUILD_MIN_REMOVED = 1_000
 _REBUILD_CHUNK = 2_000  # vectors read (under a short read lock) and inserted per step of that rebuild
+# The first step of that rebuild inserts this many keys spread evenly over all of them, so that an index
+# that trains on its first add (a quantizer's range, IVF centroids) learns from the whole collection
+# rather than from its oldest records.
+_TRAIN_SAMPLE = 10_000
 _REBUILD_FINAL = 2_000  # at most about this many changes are replayed into it under the write lock
 
 
@@ -466,6 +470,8 @@ class IndexState:
         done = self._index_some(chunk)
         if done:
             self._rate = done / max(time.perf_counter() - t, 1e-6)
+            if self.index.needs_retraining:
+                self._start_unless_running("_compactor", self._retrain_in_background)
         return done
 
     def _queries_active(self) -> bool:
@@ -591,24 +597,24 @@ class IndexState:
                 old = self.index
                 removed = old.removed_entries
                 limit = max(_REBUILD_MIN_REMOVED, _REBUILD_REMOVED_SHARE * (len(old) + removed))
-                if self._unverified or self._stop.is_set() or removed < limit:
+                retrain = old.needs_retraining
+                if self._unverified or self._stop.is_set() or (removed < limit and not retrain):
                     return False
                 keys = old.keys()
                 self._journal = []
             try:
-                return self._rebuild_beside(old, keys, removed)
+                return self._rebuild_beside(old, keys, removed, retrain)
             finally:
                 self._journal = None
 
-    def _rebuild_beside(self, old: BaseIndex, keys: np.ndarray, removed: int) -> bool:
+    def _rebuild_beside(self, old: BaseIndex, keys: np.ndarray, removed: int, retrain: bool) -> bool:
         t = time.perf_counter()
         fresh = indexers.make_index(self.spec)
         carry = np.empty(0, dtype=np.int64)  # changes taken from the journal, not yet replayed
-        for start in range(0, len(keys), _REBUILD_CHUNK):
+        for part in _training_order(keys):
             with self.lock.read():
                 if self.index is not old or self._stop.is_set():
                     return False  # rebuilt from SQLite, or closing, meanwhile
-                part = keys[start : start + _REBUILD_CHUNK]
                 part = part[old.contains_many(part)]  # removed since: in the journal
                 vectors = self.vectors.get_vectors(part)
             fresh.add(part, vectors)
@@ -635,9 +641,11 @@ class IndexState:
             self.vectors.use_index(fresh)
             self.saved_seq = -1  # the saved files hold the old graph: the next save writes this one
         logger.info(
-            "collection %d: rebuilt the ANN index without %d removed entries in %.1fs",
+            "collection %d: rebuilt the ANN index (%s) in %.1fs",
             self.collection_id,
-            removed,
+            "trained afresh: the vectors added since training fit it poorly"
+            if retrain
+            else f"without {removed} removed entries",
             time.perf_counter() - t,
         )
         return True
@@ -654,6 +662,15 @@ class IndexState:
         if self.saved_seq - self._trimmed_below < max(_COMPACT_MIN_CHANGES, len(self.vectors)):
             return
         self._start_unless_running("_compactor", self._compact_in_background)
+
+    def _retrain_in_background(self) -> None:
+        """Rebuild the index beside the live one, trained afresh on a sample of every stored vector
+        (:meth:`compact_index`), then save it."""
+        try:
+            if self.compact_index():
+                self.persist(raise_errors=False)
+        except Exception as exc:  # housekeeping: the live index keeps serving
+            logger.warning("collection %d: retraining the index failed: %s", self.collection_id, exc)
 
     def _compact_in_background(self) -> None:
         try:
@@ -825,3 +842,15 @@ class IndexState:
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None
             self.reader.close()
+
+
+def _training_order(keys: np.ndarray) -> list[np.ndarray]:
+    """``keys`` in the steps :meth:`IndexState.compact_index` inserts them: first a quarter of them, at
+    most :data:`_TRAIN_SAMPLE`, spread evenly over all, then the others in chunks of
+    :data:`_REBUILD_CHUNK`, each step in the order given."""
+    if len(keys) <= _REBUILD_CHUNK:
+        return [keys] if len(keys) else []
+    sample = np.zeros(len(keys), dtype=bool)
+    sample[np.linspace(0, len(keys) - 1, min(_TRAIN_SAMPLE, len(keys) // 4)).astype(np.int64)] = True
+    rest = keys[~sample]
+    return [keys[sample]] + [rest[i : i + _REBUILD_CHUNK] for i in range(0, len(rest), _REBUILD_CHUNK)]

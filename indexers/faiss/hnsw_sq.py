@@ -43,6 +43,12 @@ QTYPES: dict[str, int] = {
 # (0.975 after rescoring 20 candidates, the same as a range learned from 20,000 vectors).
 _RANGE_MARGIN = 0.1
 
+# Vectors added after training whose values fall outside the learned range are clipped. Once more than
+# this share of the values added since training were clipped (about 0.1 % for STS-derived vectors with
+# a range learned from 1,000 of them), and at least as many vectors were added as the index held when
+# it was trained (so repeated retraining costs O(n) in all), :attr:`needs_retraining` turns True.
+_RETRAIN_CLIPPED_SHARE = 0.005
+
 
 class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
     """``faiss-hnsw-sq``: an HNSW graph over scalar-quantized codes; scores approximate.
@@ -83,6 +89,10 @@ class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
         super().__init__(dim, metric, {**options, "qtype": qtype, "train_size": train_size})
         self._index: Any = None
         self._reset_labels()
+        self._bounds: tuple[np.ndarray, np.ndarray] | None = None  # the trained range, low / high
+        self._since_training = 0  # vectors added since training (or loading)
+        self._clipped = 0  # of their values, how many fell outside the trained range
+        self._trained_with = 0  # vectors held when trained (or loaded)
 
     def _validate_options(self) -> None:
         for name in ("M", "efConstruction", "efSearch", "train_size"):
@@ -110,6 +120,35 @@ class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
     def removed_entries(self) -> int:
         return self._dead
 
+    @property
+    def needs_retraining(self) -> bool:
+        if not self.is_trained or self._since_training < max(self._trained_with, self.train_size):
+            return False
+        return self._clipped > _RETRAIN_CLIPPED_SHARE * self._since_training * self.dim
+
+    @property
+    def clipped_share(self) -> float:
+        """The share of the values added since training (or loading) that fell outside the trained
+        range and were clipped (0.0 for ``fp16`` codes, which have no range)."""
+        return self._clipped / max(self._since_training * self.dim, 1)
+
+    def _trained_as(self, index: Any, held: int) -> None:
+        """Use ``index`` (freshly trained or loaded, holding ``held`` vectors): the clipping count starts
+        over against its range."""
+        self._index = index
+        self._bounds = None
+        if self.options["qtype"] != "fp16":
+            low, width = self._trained_params().reshape(2, self.dim)
+            self._bounds = (low, low + width)
+        self._since_training = self._clipped = 0
+        self._trained_with = held
+
+    def _count_clipped(self, prepared: np.ndarray) -> None:
+        self._since_training += len(prepared)
+        if self._bounds is not None:
+            low, high = self._bounds
+            self._clipped += int(np.count_nonzero((prepared < low) | (prepared > high)))
+
     # ------------------------------------------------------------------ the graph
     def _new_graph(self, trained: np.ndarray | None = None) -> Any:
         qtype = QTYPES[self.options["qtype"]]
@@ -130,10 +169,14 @@ class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
     def _train(self, keys: np.ndarray, prepared: np.ndarray) -> None:
         index = self._new_graph()
         index.train(prepared)  # every row of the first batch (a rebuild's is large): per-dimension min/max
-        self._index = index
-        self._trained_add(keys, prepared)
+        self._trained_as(index, len(keys))
+        self._insert(keys, prepared)  # the training batch: inside the range by construction
 
     def _trained_add(self, keys: np.ndarray, prepared: np.ndarray) -> None:
+        self._count_clipped(prepared)
+        self._insert(keys, prepared)
+
+    def _insert(self, keys: np.ndarray, prepared: np.ndarray) -> None:
         start = self._index.ntotal
         self._index.add(prepared)
         self._append_labels(start, keys)
@@ -146,7 +189,7 @@ class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
             self._index = self._new_graph(self._trained_params())
             self._reset_labels()
             if vectors is not None:
-                self._trained_add(live_keys, vectors)
+                self._insert(live_keys, vectors)  # decoded codes: inside the range, not counted
 
     def _trained_vectors_for(self, keys: np.ndarray) -> np.ndarray:
         if not len(keys):
@@ -177,5 +220,5 @@ class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
         if labels.ndim != 1 or len(labels) != index.ntotal:
             raise ValueError(f"graph of {index.ntotal} nodes does not match {len(labels)} labels")
         index.hnsw.efSearch = self.options["efSearch"]
-        self._index = index
+        self._trained_as(index, int(index.ntotal))
         self._set_loaded_keys(self._load_labels(labels))

@@ -423,6 +423,30 @@ def test_hnsw_sq_compaction_keeps_the_trained_codes(rng, monkeypatch):
     np.testing.assert_array_equal(index.get_vectors(live), before)
 
 
+def test_hnsw_sq_counts_clipped_values_and_asks_to_be_retrained(rng, tmp_path):
+    """Values outside the range learned at training (min / max of the training batch, widened by a
+    tenth of its width on both sides) are counted; once a share of them above the threshold has been
+    added, after at least as many vectors as the index was trained with, the index asks to be trained
+    afresh. A loaded index counts from zero again."""
+    x = clustered(rng, 200, DIM)
+    index = indexers.make_index("faiss-hnsw-sq", DIM, "euclidean", train_size=100)
+    index.add(np.arange(200), x)  # the training batch
+    assert index.clipped_share == 0.0 and not index.needs_retraining
+    index.add(np.arange(200, 400), x)  # the same values again: inside the range
+    assert index.clipped_share == 0.0 and not index.needs_retraining
+    low, high = x.min(axis=0), x.max(axis=0)
+    low, high = low - 0.1 * (high - low), high + 0.1 * (high - low)
+    drifted = x * 3.0
+    outside = int(np.count_nonzero((drifted < low) | (drifted > high)))
+    assert outside > 0.05 * drifted.size
+    index.add(np.arange(400, 600), drifted)
+    assert index.clipped_share == pytest.approx(outside / (400 * DIM), abs=1e-3)
+    assert index.needs_retraining
+    index.save(tmp_path)
+    loaded = indexers.load_index(tmp_path)
+    assert loaded.clipped_share == 0.0 and not loaded.needs_retraining
+
+
 def _age_saved_files(directory, persistence):
     """Make a save look older than its manifest (saves of tiny files often share one clock tick)."""
     manifest_path = directory / "manifest.json"

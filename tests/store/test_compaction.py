@@ -273,3 +273,60 @@ def test_changes_made_while_the_graph_is_rebuilt_are_replayed_into_it(tmp_path, 
         expected /= np.linalg.norm(expected, axis=1, keepdims=True)  # cosine: kept at unit length
         np.testing.assert_allclose(state.index.get_vectors(keys), expected, atol=1e-6)
         _assert_exact(col, truth, random_vectors(rng, 20))
+
+
+def test_an_index_whose_range_clips_new_vectors_is_trained_afresh_in_the_background(tmp_path, caplog):
+    """faiss-hnsw-sq learns each dimension's range from its first batch. A later batch far outside it
+    is clipped by the codes; the store then rebuilds the index beside the live one, trained on a sample
+    spread over every stored vector, and saves it: afterwards the codes decode close to the stored
+    vectors, and the answers stay exact throughout."""
+    rng = np.random.default_rng(7)
+    first = rng.normal(size=(300, DIM)).astype(np.float32)
+    first[:, DIM // 2 :] *= 0.01  # the first batch lives in the first half of the dimensions
+    later = rng.normal(size=(600, DIM)).astype(np.float32)
+    later[:, : DIM // 2] *= 0.01  # the later one in the second half: far outside the learned range
+    truth = dict(zip(map(str, range(900)), np.concatenate([first, later])))
+    path = tmp_path / "s"
+    with vs.Store(path) as store:
+        col = store.create_collection(
+            "c", model=None, embedding_dim=DIM, index="faiss-hnsw-sq", index_options={"train_size": 200}
+        )
+        col.add(ids=[str(i) for i in range(300)], embeddings=first)
+        col.wait_until_indexed()
+        state = col._state
+        trained_first = state.index
+        with caplog.at_level(logging.INFO, logger="vectorstore"):
+            col.add(ids=[str(i) for i in range(300, 900)], embeddings=later)
+            col.wait_until_indexed()
+            for _ in range(400):
+                busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
+                if not busy:
+                    break
+                busy[0].join(0.05)
+        assert state.index is not trained_first
+        assert "trained afresh" in caplog.text
+        later_keys = np.sort(state.index.keys())[300:]
+        unit = later / np.linalg.norm(later, axis=1, keepdims=True)
+        before = np.abs(trained_first.get_vectors(later_keys) - unit).max()
+        after = np.abs(state.index.get_vectors(later_keys) - unit).max()
+        assert before > 0.3 and after < 0.02, (before, after)
+        assert not state.index.needs_retraining
+        assert state.saved_seq == state.applied_seq > 0  # and saved
+        _assert_exact(col, truth, random_vectors(rng, 5))
+    with vs.Store(path) as store:
+        state = store.get_collection("c")._state
+        np.testing.assert_allclose(state.index.get_vectors(later_keys), unit, atol=0.02)
+
+
+def test_the_rebuild_inserts_a_spread_sample_first_then_every_other_key_once():
+    keys = np.arange(100, 50_100, dtype=np.int64)
+    steps = index_state._training_order(keys)
+    first = steps[0]
+    assert len(first) == index_state._TRAIN_SAMPLE
+    assert first[0] == keys[0] and first[-1] == keys[-1]  # spread over the whole range
+    assert np.abs(np.diff(first) - len(keys) / len(first)).max() <= 1.01
+    assert all(len(s) <= index_state._REBUILD_CHUNK for s in steps[1:])
+    np.testing.assert_array_equal(np.sort(np.concatenate(steps)), keys)  # each key exactly once
+    small = np.arange(10, dtype=np.int64)
+    assert [s.tolist() for s in index_state._training_order(small)] == [small.tolist()]
+    assert index_state._training_order(np.empty(0, dtype=np.int64)) == []
