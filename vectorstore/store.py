@@ -39,12 +39,16 @@ if TYPE_CHECKING:
     from vectorstore.models.cross_encoder import CrossEncoder
     from vectorstore.verify import VerifyReport
 
-__all__ = ["DEFAULT_INDEX", "DEFAULT_MODEL", "Store"]
+__all__ = ["DEFAULT_INDEX", "DEFAULT_MODEL", "FALLBACK_INDEX", "Store", "default_index"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_INDEX = "faiss-hnsw"
+#: the index of a new collection when none is named: 8-bit codes rescored from SQLite (the smallest
+#: on disk and in RAM, see docs/indexes.md); for a metric it does not serve (manhattan),
+#: :data:`FALLBACK_INDEX`. Existing collections keep the kind stored in their config.
+DEFAULT_INDEX = "faiss-hnsw-sq"
+FALLBACK_INDEX = "faiss-hnsw"
 DB_FILE = "store.sqlite3"
 _UNSET: Any = object()
 
@@ -185,7 +189,7 @@ class Store:
         self,
         *,
         model: str | None,
-        index: str,
+        index: str | None,
         metric: str | None,
         index_options: dict[str, Any] | None,
         embedding_dim: int | None,
@@ -212,7 +216,8 @@ class Store:
         if not isinstance(dim, int) or dim <= 0:
             raise InvalidInputError(f"embedding_dim must be a positive int, got {dim!r}")
         resolved_metric = check_metric(metric) if metric is not None else model_metric
-        spec = indexers.make_index(index, dim, resolved_metric, **(index_options or {})).spec
+        kind = index if index is not None else default_index(resolved_metric)
+        spec = indexers.make_index(kind, dim, resolved_metric, **(index_options or {})).spec
         return CollectionConfig(
             model=model,
             dim=dim,
@@ -229,7 +234,7 @@ class Store:
         name: str,
         *,
         model: str | None = DEFAULT_MODEL,
-        index: str = DEFAULT_INDEX,
+        index: str | None = None,
         metric: str | None = None,
         index_options: dict[str, Any] | None = None,
         embedding_dim: int | None = None,
@@ -243,9 +248,10 @@ class Store:
         Args:
             name: letters, digits, ``._-``, at most 64 characters.
             model: embedding model name or folder; ``None`` for bring-your-own vectors.
-            index: ``faiss-hnsw`` (default), ``faiss-hnsw-sq`` (8-bit codes rescored from SQLite: the
-                smallest on disk and in RAM), ``exact``, ``faiss-flat``, ``faiss-ivf``, ``faiss-ivfpq``,
-                ``usearch-hnsw``.
+            index: ``faiss-hnsw-sq`` (the default: an HNSW graph over 8-bit codes rescored from SQLite,
+                the smallest on disk and in RAM; ``faiss-hnsw`` for ``manhattan``, which it does not
+                serve), ``faiss-hnsw`` (float32 graph: the fastest single queries), ``exact``,
+                ``faiss-flat``, ``faiss-ivf``, ``faiss-ivfpq``, ``usearch-hnsw``.
             metric: defaults to the model's ``similarity_fn_name`` (cosine without a model).
             index_options: backend options (``M``, ``efSearch``, ``nlist``, ``dtype``...).
             embedding_dim: required without a model; checked against the model otherwise.
@@ -362,7 +368,7 @@ class Store:
         name: str,
         *,
         model: str | None = DEFAULT_MODEL,
-        index: str = DEFAULT_INDEX,
+        index: str | None = None,
         metric: str | None = None,
         index_options: dict[str, Any] | None = None,
         embedding_dim: int | None = None,
@@ -374,7 +380,11 @@ class Store:
         """Open ``name`` if it exists (checking that its config agrees), else create it."""
         try:
             return self.get_collection(
-                name, model=model, index=index, metric=metric, embedding_dim=embedding_dim
+                name,
+                model=model,
+                index=_UNSET if index is None else index,  # no kind named: the stored one is kept
+                metric=metric,
+                embedding_dim=embedding_dim,
             )
         except CollectionNotFoundError:
             try:
@@ -392,7 +402,11 @@ class Store:
                 )
             except CollectionExistsError:  # another process created it in between
                 return self.get_collection(
-                    name, model=model, index=index, metric=metric, embedding_dim=embedding_dim
+                    name,
+                    model=model,
+                    index=_UNSET if index is None else index,
+                    metric=metric,
+                    embedding_dim=embedding_dim,
                 )
 
     def _state_of(self, name: str) -> IndexState:
@@ -505,3 +519,9 @@ def _refuse_lost_database(db_file: Path, index_root: Path | None) -> None:
             "the database was deleted or truncated. Restore it from a backup, or delete "
             f"{index_root} to start an empty store there."
         )
+
+
+def default_index(metric: str) -> str:
+    """The index kind a new collection with ``metric`` gets when none is named: :data:`DEFAULT_INDEX`
+    where it serves the metric, else :data:`FALLBACK_INDEX`."""
+    return DEFAULT_INDEX if metric in indexers.index_class(DEFAULT_INDEX).metrics else FALLBACK_INDEX

@@ -634,7 +634,9 @@ def test_bulk_adds_defer_the_position_map(backend, rng):
     if positional:
         probe = np.array([2, 602, 798, 6])
         assert index._keymap._dense is not None  # built by the removal, kept current since
-        np.testing.assert_allclose(index._vectors_for(probe), exact._vectors_for(probe), atol=backend.vector_tol)
+        np.testing.assert_allclose(
+            index._vectors_for(probe), exact._vectors_for(probe), atol=backend.vector_tol
+        )
         np.testing.assert_array_equal(
             index.contains_many(np.array([2, 4, 602, 606, 5, -1])),
             exact.contains_many(np.array([2, 4, 602, 606, 5, -1])),
@@ -671,9 +673,11 @@ def test_exact_score_claim_holds(backend, rng, metric):
     if metric not in _metrics(backend):
         pytest.skip(f"{backend.kind} does not serve {metric}")
     index = _make(backend, metric)
-    lossy = backend.options.get("dtype", "f16" if backend.kind == "usearch-hnsw" else "f32") != "f32" or (
-        backend.kind == "faiss-ivfpq" and backend.options.get("refine_factor") == 0
-    ) or backend.kind == "faiss-hnsw-sq"
+    lossy = (
+        backend.options.get("dtype", "f16" if backend.kind == "usearch-hnsw" else "f32") != "f32"
+        or (backend.kind == "faiss-ivfpq" and backend.options.get("refine_factor") == 0)
+        or backend.kind == "faiss-hnsw-sq"
+    )
     # the numpy oracle is exact for every metric; FAISS may take L2 through a cancelling expansion
     assert index.scores_are_exact == (backend.kind == "exact" or (metric in ("cosine", "dot") and not lossy))
     if not index.scores_are_exact:

@@ -156,6 +156,19 @@ def test_collections_lifecycle_and_config_checks(store):
         store.delete_collection("one")
 
 
+def test_a_collection_created_without_an_index_gets_the_default_for_its_metric(store):
+    assert store.create_collection("a", model=None, embedding_dim=8).config.index.kind == "faiss-hnsw-sq"
+    manhattan = store.create_collection("m", model=None, embedding_dim=8, metric="manhattan")
+    assert manhattan.config.index.kind == "faiss-hnsw"  # faiss-hnsw-sq does not serve manhattan
+    # a collection of another kind (e.g. the default of an older release) opens when no kind is named
+    store.create_collection("old", model=None, embedding_dim=8, index="faiss-hnsw")
+    assert (
+        store.get_or_create_collection("old", model=None, embedding_dim=8).config.index.kind == "faiss-hnsw"
+    )
+    with pytest.raises(CollectionConfigError, match="index 'faiss-hnsw-sq'"):
+        store.get_or_create_collection("old", model=None, embedding_dim=8, index="faiss-hnsw-sq")
+
+
 def test_model_collection_embeds_documents_and_queries(store, model):
     col = store.create_collection("text", index="faiss-hnsw")
     assert col.dim == 384 and col.metric == "cosine"

@@ -73,7 +73,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
     import vectorstore as vs
     from vectorstore.ingest import SourceProblem, SourceRecord, read_sources
-    from vectorstore.store import DEFAULT_INDEX, DEFAULT_MODEL
+    from vectorstore.store import DEFAULT_MODEL
 
     fields = (
         [f.strip() for f in args.metadata_fields.split(",") if f.strip()] if args.metadata_fields else None
@@ -118,7 +118,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             col = store.create_collection(
                 args.collection,
                 model=args.model or DEFAULT_MODEL,
-                index=args.index or DEFAULT_INDEX,
+                index=args.index,
                 model_backend=args.backend or "torch",
             )
         new = updated = unchanged = 0
@@ -432,7 +432,9 @@ def add_parsers(sub: Any) -> None:
         "--metadata-fields", help="comma-separated fields to keep as metadata (default: all others)"
     )
     p.add_argument("--model", help="embedding model for a new collection (default all-MiniLM-L6-v2)")
-    p.add_argument("--index", help="index kind for a new collection (default faiss-hnsw)")
+    p.add_argument(
+        "--index", help="index kind for a new collection (default faiss-hnsw-sq; faiss-hnsw for manhattan)"
+    )
     p.add_argument(
         "--backend",
         choices=["torch", "onnx", "openvino"],
