@@ -44,10 +44,12 @@ QTYPES: dict[str, int] = {
 _RANGE_MARGIN = 0.1
 
 # Vectors added after training whose values fall outside the learned range are clipped. Once more than
-# this share of the values added since training were clipped (about 0.1 % for STS-derived vectors with
-# a range learned from 1,000 of them), and at least as many vectors were added as the index held when
-# it was trained (so repeated retraining costs O(n) in all), :attr:`needs_retraining` turns True.
-_RETRAIN_CLIPPED_SHARE = 0.005
+# this share of the values added since training were clipped, and at least as many vectors were added
+# as the index held when it was trained (so repeated retraining costs O(n) in all),
+# :attr:`needs_retraining` turns True. For scale: 200k STS-derived vectors with a range learned from
+# their first 1,000 clip 0.84 % of later values at recall@10 0.976 (0.973 for the float32 graph), so
+# clipping at that level costs nothing worth a rebuild; a shifted distribution clips far more.
+_RETRAIN_CLIPPED_SHARE = 0.02
 
 
 class FaissHNSWSQIndex(TrainedLater, LabelledGraph):
