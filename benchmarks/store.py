@@ -321,7 +321,7 @@ def main() -> None:
         ours = results[mine]
         if not ours:
             continue
-        other = results[name]
+        other = results.get(name)
         if not other:
             continue
         print(f"\n{mine} against {name}:")
