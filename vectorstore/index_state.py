@@ -135,6 +135,7 @@ class IndexState:
         self._journal: list[np.ndarray] | None = None
         self._compacting = threading.Lock()
         self._compactor: threading.Thread | None = None
+        self._rebuilt_at = 0  # the index's size when compact_index last rebuilt it (0: never)
         self._seen_version: int | None = None
         self._retry_save_at = 0.0  # after a failed automatic save, when to try again (monotonic time)
         self._saving = False  # a save is writing files (under the read lock): no change applies meanwhile
@@ -470,7 +471,7 @@ class IndexState:
         done = self._index_some(chunk)
         if done:
             self._rate = done / max(time.perf_counter() - t, 1e-6)
-            if self.index.needs_retraining:
+            if self._wants_retraining(self.index):
                 self._start_unless_running("_compactor", self._retrain_in_background)
         return done
 
@@ -597,7 +598,7 @@ class IndexState:
                 old = self.index
                 removed = old.removed_entries
                 limit = max(_REBUILD_MIN_REMOVED, _REBUILD_REMOVED_SHARE * (len(old) + removed))
-                retrain = old.needs_retraining
+                retrain = self._wants_retraining(old)
                 if self._unverified or self._stop.is_set() or (removed < limit and not retrain):
                     return False
                 keys = old.keys()
@@ -639,6 +640,7 @@ class IndexState:
             fresh.add(live, self.vectors.get_vectors(live))
             self.index = fresh
             self.vectors.use_index(fresh)
+            self._rebuilt_at = len(fresh)
             self.saved_seq = -1  # the saved files hold the old graph: the next save writes this one
         logger.info(
             "collection %d: rebuilt the ANN index (%s) in %.1fs",
@@ -662,6 +664,12 @@ class IndexState:
         if self.saved_seq - self._trimmed_below < max(_COMPACT_MIN_CHANGES, len(self.vectors)):
             return
         self._start_unless_running("_compactor", self._compact_in_background)
+
+    def _wants_retraining(self, index: BaseIndex) -> bool:
+        """Whether ``index`` asks to be trained afresh and has at least doubled since the last rebuild
+        beside it: data that clips even against a range learned from a sample of all of it is then
+        retrained once per doubling, never in a loop."""
+        return index.needs_retraining and len(index) >= 2 * self._rebuilt_at
 
     def _retrain_in_background(self) -> None:
         """Rebuild the index beside the live one, trained afresh on a sample of every stored vector

@@ -330,3 +330,49 @@ def test_the_rebuild_inserts_a_spread_sample_first_then_every_other_key_once():
     small = np.arange(10, dtype=np.int64)
     assert [s.tolist() for s in index_state._training_order(small)] == [small.tolist()]
     assert index_state._training_order(np.empty(0, dtype=np.int64)) == []
+
+
+def test_an_index_that_keeps_asking_to_be_retrained_is_retrained_once_per_doubling(
+    tmp_path, monkeypatch, caplog
+):
+    """Data that clips even against a range learned from a sample of all of it keeps the index asking
+    for retraining after every rebuild: the store retrains once, then waits until the collection has
+    doubled, instead of rebuilding in a loop."""
+    from indexers.faiss import hnsw_sq
+
+    asking = [False]
+    monkeypatch.setattr(
+        hnsw_sq.FaissHNSWSQIndex, "needs_retraining", property(lambda self: asking[0] and self.is_trained)
+    )
+    rng = np.random.default_rng(8)
+    vecs = random_vectors(rng, 1810)
+    truth = dict(zip(map(str, range(1810)), vecs))
+
+    def settle(state) -> None:
+        for _ in range(200):
+            busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
+            if not busy:
+                return
+            busy[0].join(0.05)
+
+    with vs.Store(tmp_path / "s") as store:
+        col = store.create_collection(
+            "c", model=None, embedding_dim=DIM, index="faiss-hnsw-sq", index_options={"train_size": 200}
+        )
+        col.add(ids=[str(i) for i in range(900)], embeddings=vecs[:900])
+        col.wait_until_indexed()
+        state = col._state
+        settle(state)
+        asking[0] = True
+        with caplog.at_level(logging.INFO, logger="vectorstore"):
+            assert state.compact_index()  # retrained
+            assert not state.compact_index()  # still asking, but not doubled since
+            col.add(ids=[str(i) for i in range(900, 910)], embeddings=vecs[900:910])
+            col.wait_until_indexed()
+            settle(state)
+            assert caplog.text.count("trained afresh") == 1
+            col.add(ids=[str(i) for i in range(910, 1810)], embeddings=vecs[910:])  # doubled: once more
+            col.wait_until_indexed()
+            settle(state)
+        assert caplog.text.count("trained afresh") == 2
+        _assert_exact(col, truth, random_vectors(rng, 5))
