@@ -131,11 +131,7 @@ def test_keyword_search_quality_on_scifact(tmp_path, scifact):
     rng = np.random.default_rng(0)
     with vs.Store(tmp_path / "s") as store:
         col = store.create_collection("sf", model=None, embedding_dim=4, index="exact")
-        col.add(
-            ids=ids,
-            documents=[scifact.document(d) for d in ids],
-            embeddings=rng.standard_normal((len(ids), 4)),
-        )
+        col.add(ids=ids, documents=[scifact.document(d) for d in ids], embeddings=rng.standard_normal((len(ids), 4)))
         figures = run_queries(col, scifact, "keyword", k=100)
     assert figures.queries == 300
     assert figures.ndcg_at_10 >= 0.684

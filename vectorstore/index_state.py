@@ -674,17 +674,22 @@ class IndexState:
     def _retrain_in_background(self) -> None:
         """Rebuild the index beside the live one, trained afresh on a sample of every stored vector
         (:meth:`compact_index`), then save it."""
-        try:
+        with self._housekeeping("retraining the index"):
             if self.compact_index():
                 self.persist(raise_errors=False)
-        except Exception as exc:  # housekeeping: the live index keeps serving
-            logger.warning("collection %d: retraining the index failed: %s", self.collection_id, exc)
 
     def _compact_in_background(self) -> None:
-        try:
+        with self._housekeeping("automatic compaction"):
             self.compact()
-        except Exception as exc:  # compaction is housekeeping: log it, the store stays correct
-            logger.warning("collection %d: automatic compaction failed: %s", self.collection_id, exc)
+
+    @contextlib.contextmanager
+    def _housekeeping(self, what: str) -> Iterator[None]:
+        """Background housekeeping logs a failure and gives up: the live index keeps serving and the
+        store stays correct."""
+        try:
+            yield
+        except Exception as exc:
+            logger.warning("collection %d: %s failed: %s", self.collection_id, what, exc)
 
     def _scan_rows(self, keys: np.ndarray) -> np.ndarray:
         """The rows the exact scan of pending vectors reads: stored vectors, unit length for cosine."""

@@ -378,13 +378,10 @@ class Store:
         model_kwargs: dict[str, Any] | None = None,
     ) -> Collection:
         """Open ``name`` if it exists (checking that its config agrees), else create it."""
+        stored_index = _UNSET if index is None else index  # no kind named: the stored one is kept
         try:
             return self.get_collection(
-                name,
-                model=model,
-                index=_UNSET if index is None else index,  # no kind named: the stored one is kept
-                metric=metric,
-                embedding_dim=embedding_dim,
+                name, model=model, index=stored_index, metric=metric, embedding_dim=embedding_dim
             )
         except CollectionNotFoundError:
             try:
@@ -402,11 +399,7 @@ class Store:
                 )
             except CollectionExistsError:  # another process created it in between
                 return self.get_collection(
-                    name,
-                    model=model,
-                    index=_UNSET if index is None else index,
-                    metric=metric,
-                    embedding_dim=embedding_dim,
+                    name, model=model, index=stored_index, metric=metric, embedding_dim=embedding_dim
                 )
 
     def _state_of(self, name: str) -> IndexState:

@@ -32,12 +32,7 @@ BACKENDS = [
     # 8-bit codes: approximate scores (the store rescores them from SQLite)
     # (trained on the first 200 rows: later ones may clip at the trained range's edge)
     Backend(
-        "faiss-hnsw-sq",
-        {"train_size": 200},
-        score_tol=5e-2,
-        vector_tol=5e-2,
-        exact_keys=False,
-        min_recall=0.9,
+        "faiss-hnsw-sq", {"train_size": 200}, score_tol=5e-2, vector_tol=5e-2, exact_keys=False, min_recall=0.9
     ),
     Backend("faiss-ivf", {"nlist": 8, "nprobe": 8, "train_size": 100}),
     Backend("faiss-ivf", {"nlist": 64}),  # never reaches train_size here: the exact pre-training path

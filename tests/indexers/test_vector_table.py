@@ -41,9 +41,7 @@ def test_lookups_follow_adds_and_removals(spread):
         )
         expect = np.array([k in model for k in probe.tolist()])
         np.testing.assert_array_equal(table.contains(probe), expect)
-    assert (table._keymap._dense is not None) == (
-        spread == 1
-    )  # the dense map is used exactly for row-id-like keys
+    assert (table._keymap._dense is not None) == (spread == 1)  # the dense map is used exactly for row-id-like keys
     with pytest.raises(KeyError):
         table.get(np.array([10**12], dtype=np.int64))
 
