@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--interval-ms", type=float, default=5.0)
-    parser.add_argument("--index", default="faiss-hnsw")
+    parser.add_argument("--index", default=None, help="index kind (default: the store's default)")
     parser.add_argument("--extra", type=int, default=200_000, help="vectors available to the writers")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -113,6 +113,7 @@ def main() -> None:
     try:
         store = vs.Store(work / "s")
         col = store.create_collection("bench", model=None, embedding_dim=base.shape[1], index=args.index)
+        kind = col.index_kind
         t = time.perf_counter()
         for s in range(0, len(base), 10_000):
             col.add(
@@ -121,7 +122,7 @@ def main() -> None:
                 metadatas=[{"bucket": i % 100} for i in range(s, min(s + 10_000, len(base)))],
             )
         col.wait_until_indexed()
-        print(f"{args.n} vectors, index {args.index}, indexed in {time.perf_counter() - t:.1f} s")
+        print(f"{args.n} vectors, index {kind}, indexed in {time.perf_counter() - t:.1f} s")
         print(f"queries every {args.interval_ms} ms, {args.seconds:.0f} s per phase, k=10\n")
 
         idle = _summary(_schedule(col, queries, args.seconds, interval))

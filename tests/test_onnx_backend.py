@@ -177,3 +177,45 @@ def test_a_collection_stores_its_backend(tmp_path, minilm_copy, torch_model):
         assert hit.id == "a"
         stored = col.get(ids=["a"], include=["embeddings"]).embeddings[0]
         np.testing.assert_allclose(stored, torch_model.encode("a man plays guitar"), atol=1e-4)
+
+
+def test_cpu_sessions_do_not_spin_and_given_session_options_are_used(minilm_copy, onnx_model, dev_sentences):
+    session = onnx_model.onnx_body.session
+    assert onnx_model.onnx_body.provider == "CPUExecutionProvider"
+    opts = session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    mine = ort.SessionOptions()
+    mine.intra_op_num_threads = 1
+    mine.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    own = vs.SentenceTransformer(
+        str(minilm_copy), device="cpu", backend="onnx", model_kwargs={"session_options": mine}
+    )
+    got = own.onnx_body.session.get_session_options()
+    assert got.intra_op_num_threads == 1
+    assert got.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # used as given: no entry of ours added
+        got.get_session_config_entry("session.intra_op.allow_spinning")
+    sents = dev_sentences[:20]
+    assert np.abs(own.encode(sents) - onnx_model.encode(sents)).max() < 1e-4
+    with pytest.raises(ModelLoadError, match="SessionOptions"):
+        vs.SentenceTransformer(
+            str(minilm_copy), backend="onnx", model_kwargs={"session_options": {"intra_op_num_threads": 1}}
+        )
+
+
+def test_runtime_only_model_kwargs_are_refused_for_storage_and_taken_per_process(tmp_path, minilm_copy):
+    with vs.Store(tmp_path / "s", device="cpu") as store:
+        with pytest.raises(InvalidInputError, match="JSON"):
+            store.create_collection(
+                "c", model=str(minilm_copy), model_backend="onnx",
+                model_kwargs={"session_options": ort.SessionOptions()},
+            )
+        assert store.list_collections() == []  # nothing half-written
+        store.create_collection("c", model=str(minilm_copy), model_backend="onnx", index="exact")
+    mine = ort.SessionOptions()
+    mine.intra_op_num_threads = 1
+    with vs.Store(tmp_path / "s", device="cpu") as store:
+        col = store.get_collection("c", model_kwargs={"session_options": mine})
+        col.add(ids=["a"], documents=["a man plays guitar"])
+        assert col.model.onnx_body.session.get_session_options().intra_op_num_threads == 1

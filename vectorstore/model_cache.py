@@ -53,7 +53,7 @@ class ModelCache:
                 if name not in self.encoders:
                     self.encoders[name] = SentenceTransformer(name, device=self.device)
                 return self.encoders[name]
-            key = (name, backend, json.dumps(dict(model_kwargs or {}), sort_keys=True))
+            key = (name, backend, _kwargs_key(model_kwargs))
             if key not in self._variants:
                 self._variants[key] = SentenceTransformer(
                     name, device=self.device, backend=backend, model_kwargs=dict(model_kwargs or {})
@@ -67,7 +67,7 @@ class ModelCache:
         ``backend="onnx"`` and an exported ONNX file, otherwise the light :class:`OnnxEncoder` (no
         torch or transformers import, same vectors); else the full encoder, loaded now."""
         with self._lock:
-            key = (name, backend, json.dumps(dict(model_kwargs or {}), sort_keys=True))
+            key = (name, backend, _kwargs_key(model_kwargs))
             full = (
                 self.encoders.get(name)
                 if backend == "torch" and not model_kwargs
@@ -124,3 +124,11 @@ class ModelCache:
                 f"reranker {name!r} has {model.num_labels} output labels; reranking needs a one-label cross-encoder"
             )
         return name
+
+
+def _kwargs_key(model_kwargs: Mapping[str, Any] | None) -> str:
+    """A cache key for ``model_kwargs``: their JSON, where a value JSON cannot hold (a runtime object
+    such as ``onnxruntime.SessionOptions``) stands for itself (by identity)."""
+    return json.dumps(
+        dict(model_kwargs or {}), sort_keys=True, default=lambda o: f"<{type(o).__qualname__} at {id(o):#x}>"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -200,6 +201,7 @@ class Store:
     ) -> CollectionConfig:
         if model_kwargs is not None and not isinstance(model_kwargs, dict):
             raise InvalidInputError(f"model_kwargs must be a dict, got {type(model_kwargs).__name__}")
+        _check_storable(model_kwargs)
         if model is None:
             if embedding_dim is None:
                 raise InvalidInputError("a collection without a model needs embedding_dim")
@@ -512,6 +514,21 @@ def _refuse_lost_database(db_file: Path, index_root: Path | None) -> None:
             "the database was deleted or truncated. Restore it from a backup, or delete "
             f"{index_root} to start an empty store there."
         )
+
+
+def _check_storable(model_kwargs: dict[str, Any] | None) -> None:
+    """A collection's ``model_kwargs`` are saved in its config (JSON): refuse what JSON cannot hold
+    (e.g. an ``onnxruntime.SessionOptions``) before anything is written."""
+    if not model_kwargs:
+        return
+    try:
+        json.dumps(model_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"model_kwargs are stored with the collection and must be JSON values ({exc}); pass "
+            "runtime-only objects such as session_options to get_collection(..., model_kwargs=...) "
+            "in each process instead"
+        ) from exc
 
 
 def default_index(metric: str) -> str:

@@ -100,7 +100,8 @@ class CrossEncoder(nn.Module):
         trust_remote_code: allow model code shipped with a hub model (off by default).
         backend: ``"torch"`` (default), ``"onnx"`` (ONNX Runtime) or ``"openvino"``, as for
             ``SentenceTransformer``.
-        model_kwargs: with ``backend="onnx"``: ``file_name`` (an ONNX variant) and ``provider``; with
+        model_kwargs: with ``backend="onnx"``: ``file_name`` (an ONNX variant), ``provider`` and
+            ``session_options``; with
             ``backend="openvino"``: ``file_name``, ``device`` and ``ov_config``.
         revision, cache_folder, token, local_files_only: passed to the hub download.
 
@@ -154,7 +155,12 @@ class CrossEncoder(nn.Module):
 
             path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
             config = load_hf_config(folder, trust_remote_code=trust_remote_code)
-            self.model = OnnxBody(path, config, provider=self.model_kwargs.get("provider"))
+            self.model = OnnxBody(
+                path,
+                config,
+                provider=self.model_kwargs.get("provider"),
+                session_options=self.model_kwargs.get("session_options"),
+            )
         elif self.backend == "openvino":
             from vectorstore.models.openvino_backend import OpenVinoBody, resolve_openvino_file
 

@@ -145,13 +145,17 @@ class OnnxBody(nn.Module):
         path: the ``.onnx`` file.
         config: the transformers config of the model (read for ``num_labels``, limits, ...).
         provider: an ONNX Runtime execution provider (default: CUDA when available, else CPU).
+        session_options: an ``onnxruntime.SessionOptions`` used as given (default: see
+            :func:`~vectorstore.models.onnx_files.inference_session`).
     """
 
     runs_outside_torch = True  # see is_runtime_body
 
-    def __init__(self, path: Path, config: Any, *, provider: str | None = None) -> None:
+    def __init__(
+        self, path: Path, config: Any, *, provider: str | None = None, session_options: Any = None
+    ) -> None:
         super().__init__()
-        self.session, provider = inference_session(path, provider)
+        self.session, provider = inference_session(path, provider, session_options)
         self.path = path
         self.provider = provider
         self.config = config

@@ -205,7 +205,7 @@ class OnnxEncoder:
         except _NotCovered as why:
             logger.debug("light ONNX encoder not used for %s: %s", folder, why)
             return None
-        session, provider = inference_session(path, kwargs.get("provider"))
+        session, provider = inference_session(path, kwargs.get("provider"), kwargs.get("session_options"))
         max_len = layout.max_seq_length
         if max_len is None:
             position_limit = (

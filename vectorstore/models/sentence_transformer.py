@@ -68,7 +68,9 @@ class SentenceTransformer(nn.Module):
             converted from the ONNX export once.
         model_kwargs: with ``backend="onnx"``: ``file_name`` (a variant such as
             ``"onnx/model_qint8_avx512_vnni.onnx"`` or ``"onnx/model_O3.onnx"``) and ``provider`` (an
-            ONNX Runtime execution provider; default CUDA when available, else CPU). With
+            ONNX Runtime execution provider; default CUDA when available, else CPU) and
+            ``session_options`` (an ``onnxruntime.SessionOptions``, used as given; by default every
+            graph optimisation, and CPU worker threads that do not spin between batches). With
             ``backend="openvino"``: ``file_name`` (e.g. ``"openvino/openvino_model_qint8_quantized.xml"``),
             ``device`` (an OpenVINO device, default ``"CPU"``) and ``ov_config`` (compile properties).
 
@@ -170,7 +172,12 @@ class SentenceTransformer(nn.Module):
 
             path = resolve_onnx_file(folder, self.model_kwargs, export=self._export_to)
             config = load_hf_config(transformer_dir, trust_remote_code=self.trust_remote_code)
-            self.auto_model = OnnxBody(path, config, provider=self.model_kwargs.get("provider"))
+            self.auto_model = OnnxBody(
+                path,
+                config,
+                provider=self.model_kwargs.get("provider"),
+                session_options=self.model_kwargs.get("session_options"),
+            )
         elif self.backend == "openvino":
             from vectorstore.models.openvino_backend import OpenVinoBody, resolve_openvino_file
 
