@@ -24,7 +24,8 @@ def main() -> None:
     import sentence_transformers
     from sentence_transformers import SentenceTransformer
 
-    sentences = json.loads(open(sentences_path).read())
+    with open(sentences_path) as f:
+        sentences = json.loads(f.read())
     models = {
         "reference torch (child)": SentenceTransformer(folder, device="cpu"),
         "reference onnx": SentenceTransformer(folder, device="cpu", backend="onnx"),
