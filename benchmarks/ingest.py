@@ -25,7 +25,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--index", default="faiss-hnsw")
+    parser.add_argument("--index", default=None, help="index kind (default: the store's default)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backend", default="torch", help="model_backend: torch, onnx or openvino")
     parser.add_argument(
@@ -73,7 +73,7 @@ def main() -> None:
         )
     e, a, i = statistics.median(enc), statistics.median(ack), statistics.median(ing)
     print(
-        f"{len(sentences)} documents, index {args.index}, backend {args.backend} {kwargs or ''}: "
+        f"{len(sentences)} documents, index {args.index or '(store default)'}, backend {args.backend} {kwargs or ''}: "
         f"encode-only {e:.0f}/s, ingest to indexed {i:.0f}/s, ratio {i / e:.3f} (goal >= 0.9); "
         f"to add() returning {a:.0f}/s ({a / e:.3f})"
     )
