@@ -273,17 +273,16 @@ class Collection:
                 vectors = vectors[keep]
                 if not keep:
                     return AddResult([], skipped, WriteCounts(0, 0, 0))
-        with self._state.own_commit() as landed:  # queries that see the commit leave its apply to us
+        with self._state.own_commit() as landing:  # queries that see the commit leave its apply to us
             if vectors is not None:
                 committed = self._writer.commit(
-                    id_list, docs, metas, iter([(np.arange(len(id_list)), vectors)]), mode
+                    id_list, docs, metas, iter([(np.arange(len(id_list)), vectors)]), mode, landing
                 )
             else:
                 assert docs is not None
                 committed = self._writer.commit_while_encoding(
-                    self.model, id_list, docs, metas, mode, show_progress_bar
+                    self.model, id_list, docs, metas, mode, show_progress_bar, landing
                 )
-            landed()
             self._state.catch_up(known=committed.known)
         self._state.index_if_few()  # a small batch is indexed by its writer, outside own_commit
         self._state.wait_for_backlog()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, func, select
 
 import indexers
 from indexers import BaseIndex, IndexSpec
@@ -31,6 +31,7 @@ from indexers.scoring import exact_scores, normalize_rows, top_k
 from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository, StoredRecord, VectorRows, hydrate_stmt
+from vectorstore.db.schema import changes
 from vectorstore.derived_files import has_saved_files, load_pair, save_pair
 from vectorstore.errors import (
     ChangeLogTrimmedError,
@@ -74,9 +75,6 @@ _SAVE_ATTEMPTS = 20  # drain-then-save rounds while changes keep arriving
 _YIELD_S = 0.004
 _QUERY_ACTIVE_S = 1.0
 _COMPACT_MIN_CHANGES = 10_000
-_OWN_WAIT_S = 0.05  # at most this long a query waits for this process's writer to commit and apply
-# ... and at most this long once the commit has landed and only the apply (bounded work) is left
-_OWN_APPLY_WAIT_S = 2.0
 # compact() rebuilds the ANN index from its live vectors once the entries it still holds for removed
 # keys (dead HNSW nodes) are this share of it and at least this many
 _REBUILD_REMOVED_SHARE = 0.1
@@ -119,17 +117,19 @@ class IndexState:
         self.vectors: VectorCache = vector_cache_for(self.index, read=self._read_truth)
         self.applied_seq = 0
         self.saved_seq = 0
-        self.pending = PendingVectors(spec.dim)  # keys in the vector cache, not yet in the ANN index
+        # keys in the vector cache, not yet in the ANN index (scanned as unit rows for cosine)
+        self.pending = PendingVectors(spec.dim, normalize_rows if spec.metric == "cosine" else None)
         self._indexer: threading.Thread | None = None
         self._indexer_guard = threading.Lock()
-        self._rate = 1_000.0  # measured inserts per second, sizes the next slice
+        self._rate = 1_000.0  # measured inserts per second (smoothed), sizes the next slice
+        self._last_chunk = _MIN_CHUNK
         self._last_change = 0.0
         self._trimmed_below = 0  # the change-log floor this process last set
         self._last_query = 0.0  # monotonic time of the last search
-        # add/upsert commits of this process between commit and apply (own_commit)
-        self._own = threading.Condition()
-        self._own_unapplied = 0
-        self._own_applying = 0  # of those, the ones whose commit has landed
+        self._own = threading.Lock()
+        # the change-log ranges (after, last] of this process's add/upsert commits that are landing or
+        # have landed but are not applied yet (own_commit)
+        self._own_landed: list[tuple[int, int]] = []
         # while the index is rebuilt beside the live one (compact_index): the keys removed from or
         # added to the live index since, replayed into the new one before it is swapped in
         self._journal: list[np.ndarray] | None = None
@@ -282,7 +282,7 @@ class IndexState:
         ``known``: (keys, vectors, seq) this process just committed (its changes end at ``seq``), so those
         vectors need not be read back from SQLite — unless a later change to the same key came after.
         The writer calls this inside :meth:`own_commit` (after calling what it yields), so queries
-        wait for it rather than read the batch back themselves.
+        leave the batch to it rather than read it back themselves.
         ``index_now``: insert up to :data:`SYNC_INDEX_MAX` new vectors into the ANN index before
         returning (a write pays for its own small batches, in slices that let queries in); otherwise,
         as on the query path, they are left to the background indexer and scanned exactly until it
@@ -305,44 +305,57 @@ class IndexState:
             return 0
 
     @contextlib.contextmanager
-    def own_commit(self) -> Iterator[Callable[[], None]]:
-        """Around a write of this process: its commit and the ``catch_up(known=...)`` applying it. A
-        query that sees the commit meanwhile waits for the writer to apply it instead of reading the
-        batch back from SQLite itself (and competing with the writer for the two cores): up to
-        :data:`_OWN_WAIT_S` while the write may still be encoding or committing, up to
-        :data:`_OWN_APPLY_WAIT_S` once the writer has called the function this yields (its commit
-        has landed; applying it is bounded work)."""
-        marked = False
+    def own_commit(self) -> Iterator[Callable[[int, int], None]]:
+        """Around a write of this process: its commit and the ``catch_up(known=...)`` applying it.
 
-        def committed() -> None:
-            nonlocal marked
+        The writer hands what this yields to its commit, which calls it with the commit's change-log
+        range ``(after, last]`` just before committing (see :meth:`RecordWriter.commit`). A query that
+        sees only such commits meanwhile answers from the state before them — they are not
+        acknowledged yet, and their writer is applying them from the vectors in hand — instead of waiting for that apply or reading the batch back from SQLite
+        (and competing with the writer for the two cores). Changes it cannot account for so (another
+        process's) it applies as usual. A range whose commit fails is forgotten when the write leaves.
+        """
+        landed: tuple[int, int] | None = None
+
+        def landing(after: int, last: int) -> None:
+            nonlocal landed
             with self._own:
-                if not marked:
-                    marked = True
-                    self._own_applying += 1
-                    self._own.notify_all()  # waiting queries may now wait longer
+                if landed is None:
+                    landed = (after, last)
+                    self._own_landed.append(landed)
 
-        with self._own:
-            self._own_unapplied += 1
         try:
-            yield committed
+            yield landing
         finally:
             with self._own:
-                self._own_unapplied = max(self._own_unapplied - 1, 0)
-                if marked:
-                    self._own_applying = max(self._own_applying - 1, 0)
-                self._own.notify_all()
+                if landed is not None:
+                    self._own_landed.remove(landed)
 
-    def _wait_for_own_writer(self) -> None:
-        """Wait (bounded, see :meth:`own_commit`) until no commit of this process awaits its apply."""
-        start = time.monotonic()
+    def _only_own_unapplied(self) -> bool:
+        """Whether every change after :attr:`applied_seq` belongs to a landed, not yet applied commit
+        of this process (one indexed lookup of the newest seq, only while such a commit exists)."""
         with self._own:
-            while self._own_unapplied:
-                limit = _OWN_APPLY_WAIT_S if self._own_applying else _OWN_WAIT_S
-                remaining = start + limit - time.monotonic()
-                if remaining <= 0:
-                    return
-                self._own.wait(remaining)  # woken when a commit lands or is applied
+            if not self._own_landed:
+                return False
+            ranges = sorted(self._own_landed)
+        covered = self.applied_seq
+        for after, last in ranges:
+            if after > covered:
+                return False  # a gap: another process's change, which this query applies as usual
+            covered = max(covered, last)
+        return covered >= self._newest_seq()
+
+    def _newest_seq(self) -> int:
+        """The newest change-log seq of this collection."""
+        cid = self.collection_id
+        rows = self.reader.rows(
+            lambda: select(func.coalesce(func.max(changes.c.seq), 0)).where(
+                changes.c.collection_id == bindparam("cid")
+            ),
+            {"cid": cid},
+            key="newest-seq",
+        )
+        return int(rows[0][0])
 
     def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None, index_now: bool, wait: bool) -> int:
         if not wait and self._saving:
@@ -353,25 +366,23 @@ class IndexState:
             version = self.reader.data_version()
             if version is not None and version == self._seen_version:
                 return 0
-            if not wait and self._own_unapplied:
-                # a commit of this process is being applied by its writer, from the vectors in hand:
-                # wait for that (milliseconds) rather than read the batch back here
-                self._wait_for_own_writer()
-                version = self.reader.data_version()
-                if version is not None and version == self._seen_version:
-                    return 0
+            if not wait and self._only_own_unapplied():
+                # only commits of this process, not acknowledged yet, which their writers are applying
+                # from the vectors in hand: serve the state as it is (the version is not marked seen)
+                return 0
             start = self.applied_seq
             changes = self._read_changes(start, known)
             if changes is None:
                 self._seen_version = version  # a hint only: a later commit changes the version again
                 return 0
+            rows = self.pending.prepare(changes[3])  # the pending scan's copy, made outside the lock
             if not self.lock.acquire_write(None if wait else _BUSY_WAIT_S):
                 return 0  # busy saving: serve the state as it is; the next query applies these
             try:
                 if self.applied_seq != start:
                     continue  # another thread applied changes meanwhile: read again from the new seq
                 self._seen_version = version
-                changed = self._apply_changes(*changes)
+                changed = self._apply_changes(*changes, rows)
             finally:
                 self.lock.release_write()
             if index_now:
@@ -411,9 +422,15 @@ class IndexState:
         return newest, last, keys, vecs
 
     def _apply_changes(
-        self, newest: int, last: dict[int, tuple[str, int]], keys: np.ndarray, vecs: np.ndarray
+        self,
+        newest: int,
+        last: dict[int, tuple[str, int]],
+        keys: np.ndarray,
+        vecs: np.ndarray,
+        rows: np.ndarray | None = None,
     ) -> int:
-        """Apply read changes (caller holds the write lock)."""
+        """Apply read changes (caller holds the write lock); ``rows``: ``vecs`` prepared for the pending
+        scan (:meth:`PendingVectors.prepare`, done before the lock was taken)."""
         touched = np.fromiter(last.keys(), dtype=np.int64, count=len(last))
         touched = touched[self.vectors.contains_many(touched)]  # new keys are in neither
         self.index.remove(touched)
@@ -424,7 +441,7 @@ class IndexState:
         self.pending.discard(last.keys())
         if len(keys):
             self.vectors.add(keys, vecs)
-            self.pending.add(keys.tolist())
+            self.pending.add(keys.tolist(), rows)
         self.applied_seq = newest
         self._last_change = time.monotonic()
         return len(last)
@@ -466,11 +483,15 @@ class IndexState:
         :data:`_INDEX_SLICE_IDLE_S` otherwise: larger inserts are cheaper per vector); returns how many
         were indexed."""
         target = _INDEX_SLICE_S if self._queries_active() else _INDEX_SLICE_IDLE_S
-        chunk = int(min(max(self._rate * target, _MIN_CHUNK), _MAX_CHUNK))
+        # at most twice the last slice: one fast measurement (a slice that ran alone on a core) never
+        # turns into one long hold of the lock
+        chunk = int(min(max(self._rate * target, _MIN_CHUNK), _MAX_CHUNK, 2 * self._last_chunk))
         t = time.perf_counter()
         done = self._index_some(chunk)
         if done:
-            self._rate = done / max(time.perf_counter() - t, 1e-6)
+            rate = done / max(time.perf_counter() - t, 1e-6)
+            self._rate = rate if self._last_chunk <= _MIN_CHUNK else 0.5 * (self._rate + rate)
+            self._last_chunk = max(done, _MIN_CHUNK)
             if self._wants_retraining(self.index):
                 self._start_unless_running("_compactor", self._retrain_in_background)
         return done
@@ -541,16 +562,27 @@ class IndexState:
             keys, scores = self.index.search(queries, n, allowed=allowed)
             if not self.pending:
                 return keys, scores
-            pend, pend_rows = self.pending.snapshot(self._scan_rows)
-            if allowed is not None:
-                inside = np.isin(pend, allowed)
-                pend, pend_rows = pend[inside], pend_rows[inside]
-            if len(pend) == 0:
+            blocks = self.pending.blocks(self._scan_rows)
+            query_rows = np.asarray(queries, dtype=np.float32)
+            if self.spec.metric == "cosine":  # the pending rows are unit length already
+                query_rows = normalize_rows(query_rows)
+            part_keys, part_scores = [], []
+            for pend, pend_rows in blocks:
+                if allowed is not None:
+                    inside = np.isin(pend, allowed)
+                    if not inside.all():
+                        pend, pend_rows = pend[inside], pend_rows[inside]
+                if len(pend) == 0:
+                    continue
+                if self.spec.metric == "cosine":
+                    part_scores.append(query_rows @ pend_rows.T)
+                else:
+                    part_scores.append(exact_scores(self.spec.metric, queries, pend_rows))
+                part_keys.append(pend)
+            if not part_keys:
                 return keys, scores
-            if self.spec.metric == "cosine":  # the snapshot rows are unit length already
-                raw = normalize_rows(np.asarray(queries, dtype=np.float32)) @ pend_rows.T
-            else:
-                raw = exact_scores(self.spec.metric, queries, pend_rows)
+            raw = part_scores[0] if len(part_scores) == 1 else np.concatenate(part_scores, axis=1)
+            pend = part_keys[0] if len(part_keys) == 1 else np.concatenate(part_keys)
             extra, extra_scores = top_k(raw, pend, n)
             return np.concatenate([keys, extra], axis=1), np.concatenate([scores, extra_scores], axis=1)
 
@@ -692,9 +724,9 @@ class IndexState:
             logger.warning("collection %d: %s failed: %s", self.collection_id, what, exc)
 
     def _scan_rows(self, keys: np.ndarray) -> np.ndarray:
-        """The rows the exact scan of pending vectors reads: stored vectors, unit length for cosine."""
-        vecs = self.vectors.get_vectors(keys)
-        return normalize_rows(vecs) if self.spec.metric == "cosine" else vecs
+        """The stored vectors the exact scan of pending vectors reads (made unit length for cosine by
+        :class:`PendingVectors` as it copies them)."""
+        return self.vectors.get_vectors(keys)
 
     def _save_due(self) -> bool:
         """Whether enough changes are unsaved for an automatic save (by the background thread)."""

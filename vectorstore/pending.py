@@ -1,9 +1,11 @@
 """``PendingVectors``: the keys whose vectors are applied but not yet in the ANN index.
 
 Queries scan them exactly, so no acknowledged record is missed while the background indexer catches
-up. The scan reads one contiguous snapshot of their vectors, kept up to date incrementally rather
-than gathered on every query: indexing takes keys oldest-first, so after each indexed chunk the
-snapshot stays valid as a view of its remainder, and newly applied keys are appended to it.
+up. The scan reads contiguous blocks of their vectors, kept up to date incrementally rather than
+gathered on every query: each applied batch becomes a block of its own (copied from the vectors its
+writer had in hand), indexing takes keys oldest-first, so the first block shrinks to a view of its
+remainder, and nothing already copied is copied again — a new batch never costs a query (or the
+writer) a copy of the whole backlog.
 """
 
 from __future__ import annotations
@@ -15,26 +17,35 @@ import numpy as np
 
 __all__ = ["PendingVectors"]
 
+Block = tuple[np.ndarray, np.ndarray]  # (keys, their rows [n, dim], C-contiguous)
+
+# A block smaller than this is merged with the batch after it (a stream of single-row writes does not
+# turn into thousands of tiny blocks, each a separate product in every query).
+_MERGE_BELOW = 1024
+
 
 class PendingVectors:
-    """Applied-but-unindexed keys, oldest first, with a lazily built contiguous copy of their vectors.
+    """Applied-but-unindexed keys, oldest first, with lazily built contiguous blocks of their vectors.
 
-    The copy lives in a growable buffer: keys indexed from the front move its start, keys added at the
-    back are appended (only their vectors are read, on the next :meth:`snapshot`), so a steady stream
-    of small batches never re-reads the whole backlog; any other change (a key discarded from the
-    middle) drops the copy, and the next snapshot rebuilds it.
+    Keys added at the back become a new block on the next :meth:`blocks` (from the vectors :meth:`add`
+    was given, else read for them alone); keys indexed from the front shrink the first blocks; any
+    other change (a key discarded from the middle) drops the blocks, and the next call rebuilds them
+    as one.
+
+    Args:
+        dim: the vectors' dimension.
+        scan_form: applied to every row as it is copied (e.g. unit length for cosine scans).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, scan_form: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.dim = dim
+        self._scan_form = scan_form
         self._keys: dict[int, None] = {}  # insertion-ordered set
-        # the copy: rows [lo, hi) of the buffers are the oldest pending keys, in order; ``_tail`` holds
-        # the keys added after them (not copied yet). ``_buf_keys`` None: no copy.
-        self._buf_keys: np.ndarray | None = None
-        self._buf_vecs = np.empty((0, dim), np.float32)
-        self._lo = self._hi = 0
-        self._tail: list[int] = []
-        self._build = threading.Lock()  # snapshots are taken by concurrent readers
+        # the copy, oldest first (None: no copy), and the batches added after it, not copied yet:
+        # (keys, their vectors or None to read them)
+        self._blocks: list[Block] | None = None
+        self._tail: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self._build = threading.Lock()  # blocks are built by concurrent readers
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -45,12 +56,37 @@ class PendingVectors:
     def __contains__(self, key: object) -> bool:
         return key in self._keys
 
-    def add(self, keys: Iterable[int]) -> None:
-        """Mark ``keys`` pending (newest last; keys already pending keep their place)."""
-        new = [k for k in dict.fromkeys(keys) if k not in self._keys]
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` as :meth:`add` keeps them: a C-contiguous float32 copy of their own, in scan
+        form. Call it before taking the lock :meth:`add` runs under, so that adding is only a link."""
+        rows = np.array(vectors, dtype=np.float32, order="C")
+        if self._scan_form is not None:
+            rows = np.ascontiguousarray(self._scan_form(rows), dtype=np.float32)
+        return rows
+
+    def add(self, keys: Iterable[int], vectors: np.ndarray | None = None) -> None:
+        """Mark ``keys`` pending (newest last; keys already pending keep their place). ``vectors``:
+        theirs, row for row, from :meth:`prepare`, when in hand: they become a block as they are
+        (neither read nor copied again)."""
+        key_list = [int(k) for k in keys]
+        first = {k: i for i, k in reversed(list(enumerate(key_list)))}  # each key's first position
+        take = sorted(i for k, i in first.items() if k not in self._keys)
+        if not take:
+            return
+        new = [key_list[i] for i in take]
         self._keys.update(dict.fromkeys(new))
-        if self._buf_keys is not None:
-            self._tail.extend(new)
+        if self._blocks is None:
+            return
+        new_keys = np.asarray(new, dtype=np.int64)
+        if vectors is None:
+            self._tail.append((new_keys, None))
+            return
+        rows = vectors if len(take) == len(key_list) else vectors[np.asarray(take)]
+        if self._tail:  # keep the order: behind the batches waiting to be read
+            self._tail.append((new_keys, rows))
+        else:
+            with self._build:
+                self._blocks = self._appended(self._blocks, new_keys, rows)
 
     def discard(self, keys: Iterable[int]) -> None:
         """Forget ``keys`` (deleted or replaced records); absent keys are ignored."""
@@ -68,8 +104,7 @@ class PendingVectors:
         self._drop_copy()
 
     def _drop_copy(self) -> None:
-        self._buf_keys, self._buf_vecs = None, np.empty((0, self.dim), np.float32)
-        self._lo = self._hi = 0
+        self._blocks = None
         self._tail = []
 
     def oldest(self, n: int) -> np.ndarray:
@@ -83,46 +118,58 @@ class PendingVectors:
         """``keys`` (a prefix from :meth:`oldest`) went into the index."""
         for k in keys.tolist():
             self._keys.pop(k, None)
-        n = len(keys)
-        if self._buf_keys is None:
+        if self._blocks is None:
             return
-        if n <= self._hi - self._lo and np.array_equal(self._buf_keys[self._lo : self._lo + n], keys):
-            self._lo += n  # the copy's remainder stays valid: nothing copied
-        else:
+        blocks, rest = self._blocks, np.asarray(keys, dtype=np.int64)
+        while len(rest) and blocks:
+            block_keys, rows = blocks[0]
+            m = min(len(block_keys), len(rest))
+            if not np.array_equal(block_keys[:m], rest[:m]):
+                self._drop_copy()  # not a prefix of the copy
+                return
+            blocks = blocks[1:] if m == len(block_keys) else [(block_keys[m:], rows[m:]), *blocks[1:]]
+            rest = rest[m:]
+        if len(rest):  # indexed past the copy, into batches not copied yet
             self._drop_copy()
+            return
+        self._blocks = blocks  # a new list: block lists handed out stay as they were
+
+    def blocks(self, vectors_of: Callable[[np.ndarray], np.ndarray]) -> list[Block]:
+        """Every pending key with its vector, as blocks ``(keys, rows [n, dim])`` oldest first, rows
+        C-contiguous (the first block's may be a view of the rows after its indexed ones); read with
+        ``vectors_of`` for keys added without vectors and reused until the next change. The list and
+        its arrays are never written into by later changes."""
+        with self._build:
+            if self._blocks is None:
+                keys = np.fromiter(self._keys, dtype=np.int64, count=len(self._keys))
+                self._tail = []
+                self._blocks = self._appended([], keys, self.prepare(vectors_of(keys)) if len(keys) else None)
+            elif self._tail:
+                tail, self._tail = self._tail, []
+                blocks = self._blocks
+                for keys, rows in tail:
+                    blocks = self._appended(
+                        blocks, keys, self.prepare(vectors_of(keys)) if rows is None else rows
+                    )
+                self._blocks = blocks
+            return self._blocks
 
     def snapshot(self, vectors_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, their vectors as one C-contiguous ``[n, dim]`` array), read with ``vectors_of`` for
-        the keys not copied yet and reused until the next change; the arrays are views that later
-        changes never write into."""
-        with self._build:
-            if self._buf_keys is None:
-                keys = np.fromiter(self._keys, dtype=np.int64, count=len(self._keys))
-                self._buf_keys, self._buf_vecs, self._lo, self._hi = keys, self._buf_vecs[:0], 0, 0
-                self._tail = []
-                self._append(keys, vectors_of)
-            elif self._tail:
-                tail = np.asarray(self._tail, dtype=np.int64)
-                self._tail = []
-                self._append(tail, vectors_of)
-            assert self._buf_keys is not None
-            return self._buf_keys[self._lo : self._hi], self._buf_vecs[self._lo : self._hi]
+        """:meth:`blocks` joined into one ``(keys, rows)`` pair (a copy when there are several)."""
+        blocks = self.blocks(vectors_of)
+        if len(blocks) == 1:
+            return blocks[0]
+        if not blocks:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
-    def _append(self, keys: np.ndarray, vectors_of: Callable[[np.ndarray], np.ndarray]) -> None:
-        assert self._buf_keys is not None
-        m = len(keys)
-        if not m:
-            return
-        vecs = np.asarray(vectors_of(keys), dtype=np.float32)
-        live = self._hi - self._lo
-        if self._hi + m > len(self._buf_keys) or len(self._buf_vecs) < len(self._buf_keys):
-            # a new buffer with room to grow (views handed out keep the old one alive)
-            cap = max(2 * (live + m), 1024)
-            buf_keys = np.empty(cap, dtype=np.int64)
-            buf_vecs = np.empty((cap, self.dim), dtype=np.float32)
-            buf_keys[:live] = self._buf_keys[self._lo : self._hi]
-            buf_vecs[:live] = self._buf_vecs[self._lo : self._hi]
-            self._buf_keys, self._buf_vecs, self._lo, self._hi = buf_keys, buf_vecs, 0, live
-        self._buf_keys[self._hi : self._hi + m] = keys
-        self._buf_vecs[self._hi : self._hi + m] = vecs
-        self._hi += m
+    @staticmethod
+    def _appended(blocks: list[Block], keys: np.ndarray, rows: np.ndarray | None) -> list[Block]:
+        """``blocks`` plus a block of ``keys`` and their prepared ``rows`` (a new list; a small last
+        block is merged with it)."""
+        if not len(keys) or rows is None:
+            return blocks
+        if blocks and len(blocks[-1][0]) < _MERGE_BELOW:
+            last_keys, last_rows = blocks[-1]
+            return [*blocks[:-1], (np.concatenate([last_keys, keys]), np.concatenate([last_rows, rows]))]
+        return [*blocks, (keys, rows)]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -117,11 +117,16 @@ class RecordWriter:
         metas: Sequence[dict[str, Any] | None] | None,
         chunks: Chunks,
         mode: WriteMode,
+        on_commit: Callable[[int, int], None] | None = None,
     ) -> Committed:
-        """One transaction: check ids, allocate keys, insert/overwrite each chunk of (positions, vectors)."""
+        """One transaction: check ids, allocate keys, insert/overwrite each chunk of (positions, vectors).
+
+        ``on_commit(after, last)`` is called with the change-log range ``(after, last]`` of this write
+        just before it commits (no other writer can commit in between: this one holds the lock)."""
         n = len(id_list)
         cid = self._collection_id
         with write_tx(self._engine) as conn:
+            before = Repository.max_seq(conn, cid)  # we hold the write lock: later changes are ours
             existing = Repository.keys_for_ids(conn, cid, id_list)
             if mode == "add":
                 _reject_existing(existing)
@@ -170,6 +175,8 @@ class RecordWriter:
                     )
             # we hold the write lock: the newest change is ours
             our_seq = Repository.max_seq(conn, cid)
+            if on_commit is not None:
+                on_commit(before, our_seq)
         added = int(is_new.sum())
         return Committed(keys, all_vecs, our_seq, WriteCounts(added, n - added - unchanged, unchanged))
 
@@ -181,9 +188,11 @@ class RecordWriter:
         metas: Sequence[dict[str, Any] | None] | None,
         mode: WriteMode,
         show_progress_bar: bool | None,
+        on_commit: Callable[[int, int], None] | None = None,
     ) -> Committed:
         """Encode on this thread (torch runs best on it) while a writer thread inserts the chunks
-        already encoded into one open transaction; any failure on either side rolls it all back."""
+        already encoded into one open transaction; any failure on either side rolls it all back.
+        ``on_commit`` as for :meth:`commit`."""
         q: queue.Queue[Any] = queue.Queue(maxsize=2)
         result: dict[str, Any] = {}
 
@@ -198,7 +207,7 @@ class RecordWriter:
 
         def write() -> None:
             try:
-                result["ok"] = self.commit(id_list, docs, metas, chunks(), mode)
+                result["ok"] = self.commit(id_list, docs, metas, chunks(), mode, on_commit)
             except BaseException as exc:
                 result["error"] = exc
 

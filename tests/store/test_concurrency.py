@@ -127,11 +127,13 @@ def test_pending_snapshot_follows_every_change():
             held_keys, held_vecs = pending.snapshot(counted)  # a reader still using its snapshot
             was_keys, was_vecs = held_keys.copy(), held_vecs.copy()
             new = [int(k) for k in rng.choice(200, 6, replace=False) if int(k) not in model]
-            pending.add(new + new[:2])  # a key repeated in a batch counts once
+            given = rng.random() < 0.5  # the writer's vectors in hand: copied, not read
+            batch = new + new[:2]  # a key repeated in a batch counts once
+            pending.add(batch, pending.prepare(rows(np.asarray(batch, dtype=np.int64))) if given else None)
             model.update(dict.fromkeys(new))
             read.clear()
             keys, vecs = pending.snapshot(counted)
-            assert read == new, step
+            assert read == ([] if given else new), step
             np.testing.assert_array_equal(held_keys, was_keys)  # appends never write into it
             np.testing.assert_array_equal(held_vecs, was_vecs)
         elif action == 0:
@@ -159,6 +161,40 @@ def test_pending_snapshot_follows_every_change():
         np.testing.assert_array_equal(vecs, rows(keys))
         assert vecs.flags.c_contiguous or len(keys) == 0
         assert len(pending) == len(model)
+
+
+def test_pending_blocks_copy_given_vectors_once_in_scan_form():
+    """Vectors prepared for ``add`` are copied through ``scan_form`` (unit rows for cosine), the same
+    as rows read for keys added without them; a new batch becomes a block of its own, and the blocks
+    already built are reused, not copied again (indexing from the front shrinks them to views)."""
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((5000, 4)).astype(np.float32) * 5
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    reads: list[int] = []
+
+    def read(keys: np.ndarray) -> np.ndarray:
+        reads.extend(keys.tolist())
+        return table[keys]
+
+    pending = PendingVectors(4, unit)
+    pending.add(range(2000))
+    first = pending.blocks(read)
+    assert reads == list(range(2000))
+    reads.clear()
+    pending.add(range(2000, 4000), pending.prepare(table[2000:4000]))
+    pending.add([4000])  # read, merged into nothing: the block before it is large
+    blocks = pending.blocks(read)
+    assert reads == [4000]
+    assert [len(k) for k, _ in blocks] == [2000, 2000, 1]
+    assert blocks[0][1] is first[0][1]  # reused as it was
+    keys, vecs = pending.snapshot(read)
+    assert keys.tolist() == list(range(4001))
+    np.testing.assert_allclose(vecs, unit(table[:4001]), rtol=1e-6)
+    pending.mark_indexed(pending.oldest(2500))
+    shrunk = pending.blocks(read)
+    assert [len(k) for k, _ in shrunk] == [1500, 1]
+    assert np.shares_memory(shrunk[0][1], blocks[1][1]) and shrunk[0][1].flags.c_contiguous
+    assert reads == [4000] and len(blocks) == 3  # nothing read again; the list handed out is unchanged
 
 
 # ---------------------------------------------------------------------- the store
@@ -215,8 +251,6 @@ def test_a_query_does_not_wait_for_a_save_while_a_write_waits_for_it(tmp_path, m
         return real_save(*args, **kwargs)
 
     monkeypatch.setattr(index_state, "save_pair", slow_save)
-    # a query that waited for this process's write to be applied would wait out the whole save
-    monkeypatch.setattr(index_state, "_OWN_WAIT_S", 60.0)
     saver = threading.Thread(target=col.persist)
     saver.start()
     assert saving.wait(30)
@@ -243,62 +277,9 @@ def test_a_query_does_not_wait_for_a_save_while_a_write_waits_for_it(tmp_path, m
         store.close()
 
 
-def test_a_query_leaves_this_process_s_just_committed_batch_to_its_writer(tmp_path, monkeypatch):
-    """Between a write's commit and its apply, a query that sees the commit waits for the writer to
-    apply it from the vectors in hand instead of reading the batch back from SQLite itself."""
-    store, col, _ = _collection(tmp_path)
-    monkeypatch.setattr(index_state, "_OWN_WAIT_S", 60.0)
-    readers: list[str] = []
-    real_read = index_state.IndexState._read_changes
-
-    def spy(self, since, known):
-        readers.append(threading.current_thread().name)
-        return real_read(self, since, known)
-
-    monkeypatch.setattr(index_state.IndexState, "_read_changes", spy)
-    committed, go = threading.Event(), threading.Event()
-    real_commit = col._writer.commit
-
-    def commit_then_pause(*args, **kwargs):
-        out = real_commit(*args, **kwargs)
-        committed.set()
-        go.wait(30)  # committed, not yet applied
-        return out
-
-    monkeypatch.setattr(col._writer, "commit", commit_then_pause)
-    new = random_vectors(np.random.default_rng(5), 50)
-    writer = threading.Thread(
-        target=lambda: col.add(ids=[f"n{i}" for i in range(50)], embeddings=new), name="writer"
-    )
-    writer.start()
-    assert committed.wait(30)
-    answers: list[str] = []
-    querier = threading.Thread(
-        target=lambda: answers.extend(h.id for h in col.query(query_embeddings=new[3], k=1)), name="querier"
-    )
-    querier.start()
-    time.sleep(0.2)  # the query has seen the commit
-    go.set()
-    writer.join(30)
-    querier.join(30)
-    store.close()
-    assert "querier" not in readers and "writer" in readers
-    assert answers == ["n3"]
-
-
-def test_a_query_waits_past_the_short_limit_once_this_process_s_commit_has_landed(tmp_path, monkeypatch):
-    """Once the writer's commit has landed only its apply is left (bounded work): a query waits for it
-    longer than the short limit that applies while a write may still be encoding or committing."""
-    store, col, _ = _collection(tmp_path)
-    assert index_state._OWN_WAIT_S < 0.3 < index_state._OWN_APPLY_WAIT_S
-    readers: list[str] = []
-    real_read = index_state.IndexState._read_changes
-
-    def spy(self, since, known):
-        readers.append(threading.current_thread().name)
-        return real_read(self, since, known)
-
-    monkeypatch.setattr(index_state.IndexState, "_read_changes", spy)
+def _pause_own_apply(monkeypatch, col):
+    """Make this process's next write stop after its commit has landed, before it is applied; returns
+    (landed, go): set once it stopped, set to let it go on."""
     landed, go = threading.Event(), threading.Event()
     real_catch_up = col._state.catch_up
 
@@ -309,7 +290,30 @@ def test_a_query_waits_past_the_short_limit_once_this_process_s_commit_has_lande
         return real_catch_up(known, **kwargs)
 
     monkeypatch.setattr(col._state, "catch_up", slow_apply)
-    new = random_vectors(np.random.default_rng(6), 50)
+    return landed, go
+
+
+def _spy_change_reads(monkeypatch) -> list[str]:
+    """Names of the threads that read changes back from SQLite."""
+    readers: list[str] = []
+    real_read = index_state.IndexState._read_changes
+
+    def spy(self, since, known):
+        readers.append(threading.current_thread().name)
+        return real_read(self, since, known)
+
+    monkeypatch.setattr(index_state.IndexState, "_read_changes", spy)
+    return readers
+
+
+def test_a_query_answers_beside_this_process_s_landed_unapplied_commit(tmp_path, monkeypatch):
+    """Between a write's commit and its apply, a query neither waits for the writer nor reads the batch
+    back from SQLite: the write is not acknowledged yet, so it answers from the state before it; once
+    ``add`` has returned, every query finds the batch."""
+    store, col, _ = _collection(tmp_path)
+    readers = _spy_change_reads(monkeypatch)
+    landed, go = _pause_own_apply(monkeypatch, col)
+    new = random_vectors(np.random.default_rng(5), 50)
     writer = threading.Thread(
         target=lambda: col.add(ids=[f"n{i}" for i in range(50)], embeddings=new), name="writer"
     )
@@ -317,17 +321,44 @@ def test_a_query_waits_past_the_short_limit_once_this_process_s_commit_has_lande
     assert landed.wait(30)
     answers: list[str] = []
     querier = threading.Thread(
-        target=lambda: answers.extend(h.id for h in col.query(query_embeddings=new[3], k=1)), name="querier"
+        target=lambda: answers.extend(h.id for h in col.query(query_embeddings=new[3], k=3)), name="querier"
     )
     querier.start()
-    time.sleep(0.3)  # six times the short limit
-    assert querier.is_alive()  # still waiting for the writer's apply
+    querier.join(10)
+    answered_while_paused = not querier.is_alive()
     go.set()
     writer.join(30)
     querier.join(30)
+    try:
+        assert answered_while_paused, "the query waited for this process's writer"
+        assert "querier" not in readers and "writer" in readers
+        assert answers and not any(a.startswith("n") for a in answers)  # the state before the write
+        assert col.query(query_embeddings=new[3], k=1)[0].id == "n3"  # acknowledged: found
+    finally:
+        store.close()
+
+
+def test_a_query_applies_another_writers_commit_beside_this_process_s_unapplied_one(tmp_path, monkeypatch):
+    """A commit of another writer that lands after this process's unapplied one is acknowledged: a
+    query meanwhile applies it (and the batch before it) itself and finds it."""
+    store, col, _ = _collection(tmp_path)
+    landed, go = _pause_own_apply(monkeypatch, col)
+    new = random_vectors(np.random.default_rng(6), 50)
+    writer = threading.Thread(target=lambda: col.add(ids=[f"n{i}" for i in range(50)], embeddings=new))
+    writer.start()
+    assert landed.wait(30)
+    theirs = random_vectors(np.random.default_rng(8), 5)
+    try:
+        with vs.Store(tmp_path / "s") as other:  # another writer (its own state, as another process)
+            other.get_collection("c").add(ids=[f"o{i}" for i in range(5)], embeddings=theirs)
+        assert col.query(query_embeddings=theirs[2], k=1)[0].id == "o2"
+        assert col.query(query_embeddings=new[7], k=1)[0].id == "n7"  # read back with it, in order
+    finally:
+        go.set()
+        writer.join(30)
+    assert col.query(query_embeddings=new[9], k=1)[0].id == "n9"
+    assert col.count() == 400 + 50 + 5
     store.close()
-    assert "querier" not in readers and "writer" in readers
-    assert answers == ["n3"]
 
 
 def test_a_query_applies_another_writers_batch_without_inserting_into_the_graph(tmp_path, monkeypatch):
