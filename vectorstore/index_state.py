@@ -28,6 +28,7 @@ from sqlalchemy import Engine, bindparam, func, select
 import indexers
 from indexers import BaseIndex, IndexSpec
 from indexers.scoring import exact_scores, normalize_rows, top_k
+from indexers.threads import use_threads
 from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository, StoredRecord, VectorRows, hydrate_stmt
@@ -42,6 +43,7 @@ from vectorstore.errors import (
 )
 from vectorstore.pending import PendingVectors
 from vectorstore.rwlock import RWLock
+from vectorstore.serving_lag import ServingLag
 from vectorstore.vector_cache import VectorCache, vector_cache_for
 
 __all__ = ["IndexState"]
@@ -112,6 +114,8 @@ class IndexState:
         self.spec = spec
         self.directory = directory
         self.lock = RWLock()
+        # this process's indexing backlog while it serves, read by writers in other processes
+        self.serving = ServingLag(directory, read_only=read_only)
         self.index: BaseIndex = indexers.make_index(spec)
         # Full-precision vectors for exact rescoring, exact filtered search and the pending scan.
         self.vectors: VectorCache = vector_cache_for(self.index, read=self._read_truth)
@@ -502,7 +506,16 @@ class IndexState:
     def _drain_in_background(self) -> None:
         try:
             while not self._stop.is_set():
+                serving = self._queries_active()
+                # while queries are being served here or in another process, this thread's inserts use
+                # one core (FAISS would otherwise spread each over both, leaving a query that wakes
+                # none); else all of them
+                use_threads(1 if serving or self.serving.others_serving() else None)
+                if serving:
+                    self.serving.report(len(self.pending))
                 if not self._index_slice():
+                    if serving:
+                        self.serving.report(len(self.pending))
                     if self._save_due():
                         self.persist(raise_errors=False)
                         self._maybe_compact()
@@ -519,7 +532,13 @@ class IndexState:
         """Block while more than ``limit`` vectors wait for the background indexer: writes slow down
         to the indexing rate instead of growing the exact scan every query pays. The default is
         :data:`BACKLOG_SERVING` while queries are being served (one in the last second), else
-        :data:`BACKLOG_MAX`; it is re-read while waiting."""
+        :data:`BACKLOG_MAX`; it is re-read while waiting. Then, while another process serving this
+        collection reports more than :data:`BACKLOG_SERVING` vectors it has not indexed, wait for it
+        too (bounded; :mod:`vectorstore.serving_lag`)."""
+        self._wait_for_own_backlog(limit)
+        self.serving.wait_for_others(BACKLOG_SERVING, self._stop.is_set)
+
+    def _wait_for_own_backlog(self, limit: int | None) -> None:
         while len(self.pending) > self._backlog_limit(limit) and not self._stop.is_set():
             before = len(self.pending)
             self._start_indexer()  # no-op while it runs
@@ -861,6 +880,7 @@ class IndexState:
         sequence and the next open replays the rest from the change log.
         """
         self._stop.set()
+        self.serving.withdraw()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in (self._indexer, self._verifier, self._compactor):
             if thread is not None:
@@ -883,6 +903,7 @@ class IndexState:
     def discard(self) -> None:
         """The collection was deleted: stop indexing, never save again, release the reader."""
         self._stop.set()
+        self.serving.withdraw()
         with self.lock.write():
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None
