@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine
 
 import indexers
 from indexers import BaseIndex, IndexSpec
@@ -32,7 +32,6 @@ from indexers.threads import use_threads
 from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
 from vectorstore.db.reader import Reader
 from vectorstore.db.repository import Repository, StoredRecord, VectorRows, hydrate_stmt
-from vectorstore.db.schema import changes
 from vectorstore.derived_files import has_saved_files, load_pair, save_pair
 from vectorstore.errors import (
     ChangeLogTrimmedError,
@@ -315,8 +314,9 @@ class IndexState:
         The writer hands what this yields to its commit, which calls it with the commit's change-log
         range ``(after, last]`` just before committing (see :meth:`RecordWriter.commit`). A query that
         sees only such commits meanwhile answers from the state before them — they are not
-        acknowledged yet, and their writer is applying them from the vectors in hand — instead of waiting for that apply or reading the batch back from SQLite
-        (and competing with the writer for the two cores). Changes it cannot account for so (another
+        acknowledged yet, and their writer is applying them from the vectors in hand — instead of
+        waiting for that apply or reading the batch back from SQLite (and competing with the writer for
+        the two cores). Changes it cannot account for so (another
         process's) it applies as usual. A range whose commit fails is forgotten when the write leaves.
         """
         landed: tuple[int, int] | None = None
@@ -351,15 +351,8 @@ class IndexState:
 
     def _newest_seq(self) -> int:
         """The newest change-log seq of this collection."""
-        cid = self.collection_id
-        rows = self.reader.rows(
-            lambda: select(func.coalesce(func.max(changes.c.seq), 0)).where(
-                changes.c.collection_id == bindparam("cid")
-            ),
-            {"cid": cid},
-            key="newest-seq",
-        )
-        return int(rows[0][0])
+        with read_tx(self.engine, "reading the change log") as conn:
+            return Repository.max_seq(conn, self.collection_id)
 
     def _catch_up(self, known: tuple[np.ndarray, np.ndarray, int] | None, index_now: bool, wait: bool) -> int:
         if not wait and self._saving:

@@ -69,11 +69,13 @@ class PendingVectors:
         theirs, row for row, from :meth:`prepare`, when in hand: they become a block as they are
         (neither read nor copied again)."""
         key_list = [int(k) for k in keys]
-        first = {k: i for i, k in reversed(list(enumerate(key_list)))}  # each key's first position
-        take = sorted(i for k, i in first.items() if k not in self._keys)
-        if not take:
+        first: dict[int, int] = {}  # each new key's first position in the batch
+        for i, k in enumerate(key_list):
+            if k not in self._keys and k not in first:
+                first[k] = i
+        if not first:
             return
-        new = [key_list[i] for i in take]
+        new, take = list(first), list(first.values())
         self._keys.update(dict.fromkeys(new))
         if self._blocks is None:
             return
@@ -153,15 +155,6 @@ class PendingVectors:
                     )
                 self._blocks = blocks
             return self._blocks
-
-    def snapshot(self, vectors_of: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`blocks` joined into one ``(keys, rows)`` pair (a copy when there are several)."""
-        blocks = self.blocks(vectors_of)
-        if len(blocks) == 1:
-            return blocks[0]
-        if not blocks:
-            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
-        return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
 
     @staticmethod
     def _appended(blocks: list[Block], keys: np.ndarray, rows: np.ndarray | None) -> list[Block]:

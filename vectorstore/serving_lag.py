@@ -35,6 +35,7 @@ FRESH_S = 1.0  # a report older than this is from a process that stopped serving
 MAX_WAIT_S = 10.0  # at most this long one write waits for other processes' indexers
 _REMOVE_AFTER_S = 60.0
 _POLL_S = 0.01
+_READ_EVERY_S = 0.05  # others_behind reuses its answer this long
 _FOLDER = "serving"
 _ids = itertools.count()
 
@@ -54,6 +55,7 @@ class ServingLag:
         self._name = f"{os.getpid()}-{next(_ids)}.json"
         self._last_report = 0.0
         self._last_value = -1
+        self._others, self._read_at = -1, float("-inf")  # others_behind's last answer, and when
 
     def report(self, behind: int) -> None:
         """Say that this process serves queries with ``behind`` vectors not indexed yet (rate-limited:
@@ -84,7 +86,15 @@ class ServingLag:
 
     def others_behind(self) -> int:
         """The largest backlog a fresh report of another serving process states (0: none; -1: no
-        other process is serving)."""
+        other process is serving); the folder is read at most every ``_READ_EVERY_S`` (the
+        background indexer asks before each slice), reusing the last answer in between."""
+        now = time.monotonic()
+        if now - self._read_at < _READ_EVERY_S:
+            return self._others
+        self._others, self._read_at = self._read_others(), now
+        return self._others
+
+    def _read_others(self) -> int:
         if self._folder is None:
             return -1
         try:

@@ -107,6 +107,14 @@ def test_rwlock_queued_writers_hand_the_lock_to_waiting_readers_in_turn():
 # ---------------------------------------------------------------------- PendingVectors
 
 
+def _joined(pending: PendingVectors, vectors_of) -> tuple[np.ndarray, np.ndarray]:
+    """The pending blocks as one (keys, rows) pair."""
+    blocks = pending.blocks(vectors_of)
+    if not blocks:
+        return np.empty(0, np.int64), np.empty((0, pending.dim), np.float32)
+    return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks])
+
+
 def test_pending_snapshot_follows_every_change():
     rng = np.random.default_rng(0)
     table = {k: rng.standard_normal(4).astype(np.float32) for k in range(200)}
@@ -124,7 +132,7 @@ def test_pending_snapshot_follows_every_change():
     for step in range(600):
         action = rng.integers(5)
         if action == 4:  # appended batches (as writes arrive): only the new keys' vectors are read
-            held_keys, held_vecs = pending.snapshot(counted)  # a reader still using its snapshot
+            held_keys, held_vecs = _joined(pending, counted)  # a reader still using its snapshot
             was_keys, was_vecs = held_keys.copy(), held_vecs.copy()
             new = [int(k) for k in rng.choice(200, 6, replace=False) if int(k) not in model]
             given = rng.random() < 0.5  # the writer's vectors in hand: copied, not read
@@ -132,7 +140,7 @@ def test_pending_snapshot_follows_every_change():
             pending.add(batch, pending.prepare(rows(np.asarray(batch, dtype=np.int64))) if given else None)
             model.update(dict.fromkeys(new))
             read.clear()
-            keys, vecs = pending.snapshot(counted)
+            keys, vecs = _joined(pending, counted)
             assert read == ([] if given else new), step
             np.testing.assert_array_equal(held_keys, was_keys)  # appends never write into it
             np.testing.assert_array_equal(held_vecs, was_vecs)
@@ -156,7 +164,7 @@ def test_pending_snapshot_follows_every_change():
                 del model[k]
         if rng.random() < 0.3:
             continue  # changes pile up before the next snapshot
-        keys, vecs = pending.snapshot(rows)
+        keys, vecs = _joined(pending, rows)
         assert keys.tolist() == list(model), step
         np.testing.assert_array_equal(vecs, rows(keys))
         assert vecs.flags.c_contiguous or len(keys) == 0
@@ -187,7 +195,7 @@ def test_pending_blocks_copy_given_vectors_once_in_scan_form():
     assert reads == [4000]
     assert [len(k) for k, _ in blocks] == [2000, 2000, 1]
     assert blocks[0][1] is first[0][1]  # reused as it was
-    keys, vecs = pending.snapshot(read)
+    keys, vecs = _joined(pending, read)
     assert keys.tolist() == list(range(4001))
     np.testing.assert_allclose(vecs, unit(table[:4001]), rtol=1e-6)
     pending.mark_indexed(pending.oldest(2500))

@@ -18,6 +18,7 @@ from vectorstore.serving_lag import ServingLag
 
 
 def test_reports_are_read_by_others_and_go_stale(tmp_path, monkeypatch):
+    monkeypatch.setattr(serving_lag, "_READ_EVERY_S", 0.0)  # every call reads the folder
     reader, writer = ServingLag(tmp_path), ServingLag(tmp_path)
     assert writer.others_behind() == -1 and not writer.others_serving()
     reader.report(5_000)
@@ -36,6 +37,19 @@ def test_reports_are_read_by_others_and_go_stale(tmp_path, monkeypatch):
     assert writer.others_behind() == -1
 
 
+def test_others_reports_are_read_at_most_every_interval(tmp_path, monkeypatch):
+    """The indexer asks before each slice: the folder is read again only after the interval."""
+    monkeypatch.setattr(serving_lag, "REPORT_EVERY_S", 0.0)
+    monkeypatch.setattr(serving_lag, "_READ_EVERY_S", 0.3)
+    reader, writer = ServingLag(tmp_path), ServingLag(tmp_path)
+    reader.report(700)
+    assert writer.others_behind() == 700
+    reader.report(5)
+    assert writer.others_behind() == 700  # the last answer, not a new read
+    time.sleep(0.35)
+    assert writer.others_behind() == 5
+
+
 def test_read_only_and_in_memory_states_report_nothing(tmp_path):
     ServingLag(tmp_path, read_only=True).report(9_999)
     ServingLag(None).report(9_999)
@@ -44,6 +58,7 @@ def test_read_only_and_in_memory_states_report_nothing(tmp_path):
 
 
 def test_wait_for_others_waits_until_the_backlog_drains_and_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(serving_lag, "_READ_EVERY_S", 0.0)
     monkeypatch.setattr(serving_lag, "REPORT_EVERY_S", 0.0)
     reader, writer = ServingLag(tmp_path), ServingLag(tmp_path)
     reader.report(3_000)
@@ -70,6 +85,7 @@ def test_a_write_waits_for_another_serving_state_s_backlog(tmp_path, monkeypatch
     col.persist()
     state = col._state
     monkeypatch.setattr(serving_lag, "REPORT_EVERY_S", 0.0)
+    monkeypatch.setattr(serving_lag, "_READ_EVERY_S", 0.0)
     state.serving.report(index_state.BACKLOG_SERVING + 1)  # the reader, far behind
     other = vs.Store(tmp_path / "s")
     theirs = other.get_collection("c")
