@@ -16,6 +16,7 @@ import numpy as np
 from indexers.base import BaseIndex
 from indexers.errors import InvalidIDError, InvalidInputError
 from indexers.persistence import save_arrays
+from indexers.products import inner_products
 from indexers.scoring import exact_scores, normalize_rows, sort_rows, top_k
 from indexers.spec import Device, Metric
 from indexers.validation import check_device
@@ -100,7 +101,7 @@ class ExactIndex(BaseIndex):
 
                 tq = torch.from_numpy(q).cuda()
                 return (tq @ torch.from_numpy(x).cuda().T).cpu().numpy()
-            return q @ x.T
+            return inner_products(q, x)
         return exact_scores(self.metric, q, x)
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from indexers.errors import UnsupportedMetricError
+from indexers.products import SMALL_BATCH, inner_products, squared_distances
 
 __all__ = [
     "METRICS",
@@ -95,10 +96,13 @@ def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.nd
     if x.ndim == 1:
         x = x[None, :]
     if metric == "dot":
-        return q @ x.T
+        return inner_products(q, x)
     if metric == "cosine":
-        return normalize_rows(q) @ normalize_rows(x).T
+        return inner_products(normalize_rows(q), normalize_rows(x))
     if metric == "euclidean":
+        small = squared_distances(q, x)  # a few queries: from the differences, on this thread
+        if small is not None and np.isfinite(small).all():
+            return -np.sqrt(small)
         # float64: the |q|² - 2q·x + |x|² expansion cancels badly for near neighbours in float32
         q64, x64 = q.astype(np.float64), x.astype(np.float64)
         sq = (q64 * q64).sum(1)[:, None] - 2.0 * (q64 @ x64.T) + (x64 * x64).sum(1)[None, :]
@@ -115,7 +119,12 @@ def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.nd
 def candidate_scores(metric: str, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """``float32[q, c]`` exact scores of ``queries[q, d]`` against their own ``candidates[q, c, d]``."""
     if metric in ("dot", "cosine"):
-        scores = np.matmul(candidates, queries[:, :, None])[:, :, 0]
+        if queries.shape[0] <= SMALL_BATCH:  # on this thread (see indexers.products)
+            scores = np.empty(candidates.shape[:2], dtype=np.float32)
+            for i in range(queries.shape[0]):
+                scores[i] = inner_products(queries[i], candidates[i])[0]
+        else:
+            scores = np.matmul(candidates, queries[:, :, None])[:, :, 0]
         if metric == "cosine":
             # dot / (|c| |q|): the cosine of normalising both sides, to float32 rounding, in fewer passes
             c_norms = np.maximum(np.sqrt(np.einsum("qcd,qcd->qc", candidates, candidates)), 1e-12)

@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 
 import indexers
 from indexers import BaseIndex, IndexSpec
+from indexers.products import inner_products
 from indexers.scoring import exact_scores, normalize_rows, top_k
 from indexers.threads import use_threads
 from vectorstore.db.engine import give_back_free_pages, read_tx, write_tx
@@ -587,7 +588,7 @@ class IndexState:
                 if len(pend) == 0:
                     continue
                 if self.spec.metric == "cosine":
-                    part_scores.append(query_rows @ pend_rows.T)
+                    part_scores.append(inner_products(query_rows, pend_rows))
                 else:
                     part_scores.append(exact_scores(self.spec.metric, queries, pend_rows))
                 part_keys.append(pend)
