@@ -298,6 +298,8 @@ class IndexState:
         The changed rows are read from SQLite before the lock is taken, so queries keep running
         while a large batch written by another process is read.
         """
+        if known is not None and self._left_to_others():
+            return 0
         try:
             return self._catch_up(known, index_now, wait)
         except IndexCorruptedError as exc:  # a lazily verified block failed: the rebuild has it all
@@ -307,6 +309,14 @@ class IndexState:
             logger.warning("collection %d: %s; rebuilding the index from SQLite", self.collection_id, exc)
             self.rebuild()
             return 0
+
+    def _left_to_others(self) -> bool:
+        """Whether this process's own commit can be left unapplied: it serves no queries itself, and
+        another process serving this collection on this machine applies and indexes every commit. A
+        write-only process then builds no index of its own (on two cores it would take the core the
+        serving process indexes and answers on); its first query, or a write once nobody serves,
+        catches up from the change log like any reader."""
+        return not self._queries_active() and self.serving.others_serving()
 
     @contextlib.contextmanager
     def own_commit(self) -> Iterator[Callable[[int, int], None]]:
@@ -450,8 +460,10 @@ class IndexState:
         with self.lock.write():
             if not self.pending or n <= 0:
                 return 0
-            keys = self.pending.oldest(n)
-            self.index.add(keys, self.vectors.get_vectors(keys))
+            # the pending scan's rows where it holds them (unit length for cosine, which the index
+            # normalises to anyway): nothing is read back from SQLite while the lock is held
+            keys, rows = self.pending.oldest_rows(n)
+            self.index.add(keys, self.vectors.get_vectors(keys) if rows is None else rows)
             self.vectors.indexed(keys)
             journal = self._journal  # read once (see _apply_changes)
             if journal is not None:
@@ -571,6 +583,8 @@ class IndexState:
         Each part is sorted best-first; the width is ``2n`` only when pending keys were scanned.
         """
         self._last_query = time.monotonic()
+        # this process serves (and so applies and indexes every commit): writers elsewhere read this
+        self.serving.report(len(self.pending))
         with self.lock.read():
             keys, scores = self.index.search(queries, n, allowed=allowed)
             if not self.pending:

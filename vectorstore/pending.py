@@ -43,7 +43,7 @@ class PendingVectors:
         self._keys: dict[int, None] = {}  # insertion-ordered set
         # the copy, oldest first (None: no copy), and the batches added after it, not copied yet:
         # (keys, their vectors or None to read them)
-        self._blocks: list[Block] | None = None
+        self._blocks: list[Block] | None = []
         self._tail: list[tuple[np.ndarray, np.ndarray | None]] = []
         self._build = threading.Lock()  # blocks are built by concurrent readers
 
@@ -106,7 +106,7 @@ class PendingVectors:
         self._drop_copy()
 
     def _drop_copy(self) -> None:
-        self._blocks = None
+        self._blocks = None if self._keys else []  # nothing pending: an empty copy is a whole one
         self._tail = []
 
     def oldest(self, n: int) -> np.ndarray:
@@ -115,6 +115,28 @@ class PendingVectors:
         for i, k in zip(range(len(out)), self._keys):
             out[i] = k
         return out
+
+    def oldest_rows(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Up to ``n`` keys, oldest first (as :meth:`oldest`), with their rows in scan form when the
+        blocks hold them (else ``None``: the caller reads them), so that indexing a slice reads nothing."""
+        with self._build:
+            blocks = self._blocks
+            if blocks is None:
+                return self.oldest(n), None
+            take, parts, rows = min(n, len(self._keys)), [], []
+            for block_keys, block_rows in blocks:
+                if take <= 0:
+                    break
+                parts.append(block_keys[:take])
+                rows.append(block_rows[:take])
+                take -= len(parts[-1])
+        if take > 0:  # the rest are in batches not copied yet
+            return self.oldest(n), None
+        if not parts:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
+        if len(parts) == 1:
+            return parts[0], rows[0]
+        return np.concatenate(parts), np.concatenate(rows)
 
     def mark_indexed(self, keys: np.ndarray) -> None:
         """``keys`` (a prefix from :meth:`oldest`) went into the index."""

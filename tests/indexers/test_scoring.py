@@ -52,3 +52,37 @@ def test_order_results_breaks_ties_by_key_in_single_rows_and_batches():
         np.testing.assert_array_equal(one_s, got_s[row : row + 1])
     distinct_k, _ = order_results(np.array([[3, 1, 2]]), np.array([[0.3, 0.2, 0.1]], np.float32), 3)
     np.testing.assert_array_equal(distinct_k, [[3, 1, 2]])  # no ties: left as the backend sorted them
+
+
+@pytest.mark.parametrize("n_queries", [1, 3, 8, 9, 40])
+def test_products_match_float64_for_small_and_large_batches(rng, n_queries):
+    """A few query rows go through FAISS's kernels on this thread, more through BLAS: both agree with
+    float64 numpy, including an empty vector set."""
+    from indexers.products import SMALL_BATCH, inner_products, squared_distances
+
+    q = rng.standard_normal((n_queries, 24)).astype(np.float32)
+    x = rng.standard_normal((130, 24)).astype(np.float32)
+    want = q.astype(np.float64) @ x.astype(np.float64).T
+    np.testing.assert_allclose(inner_products(q, x), want, rtol=1e-5, atol=1e-5)
+    assert inner_products(q, x[:0]).shape == (n_queries, 0)
+    sq = squared_distances(q, x)
+    if n_queries > SMALL_BATCH:
+        assert sq is None
+    else:
+        diff = q.astype(np.float64)[:, None, :] - x.astype(np.float64)[None]
+        np.testing.assert_allclose(sq, (diff * diff).sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_euclidean_scores_of_huge_values_fall_back_to_float64(rng):
+    """Squared differences of 1e20-sized values overflow float32: the float64 path answers instead."""
+    from indexers.scoring import exact_scores
+
+    x = (rng.standard_normal((5, 8)) * 1e20).astype(np.float32)
+    q = x[:1] * 0.5
+    want = -np.linalg.norm(x.astype(np.float64) - q.astype(np.float64), axis=1)
+    got = exact_scores("euclidean", q, x)[0]
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(
+        exact_scores("cosine", q, x)[0], exact_scores("cosine", np.tile(q, (9, 1)), x)[0], rtol=1e-6
+    )

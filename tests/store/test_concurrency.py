@@ -205,6 +205,52 @@ def test_pending_blocks_copy_given_vectors_once_in_scan_form():
     assert reads == [4000] and len(blocks) == 3  # nothing read again; the list handed out is unchanged
 
 
+def test_pending_oldest_rows_come_from_the_blocks_in_order():
+    """The indexer's slice takes the oldest keys with their scan-form rows from the blocks (across a
+    block boundary); where the blocks do not hold them (dropped, or a batch not copied yet) it gets
+    the keys alone and reads the rows itself."""
+    rng = np.random.default_rng(4)
+    table = rng.standard_normal((3000, 4)).astype(np.float32) * 3
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    pending = PendingVectors(4, unit)
+    pending.add(range(1500), pending.prepare(table[:1500]))
+    pending.add(range(1500, 3000), pending.prepare(table[1500:3000]))
+    keys, rows = pending.oldest_rows(1600)
+    assert keys.tolist() == pending.oldest(1600).tolist() == list(range(1600))
+    assert rows is not None
+    np.testing.assert_allclose(rows, unit(table[:1600]), rtol=1e-6)
+    pending.mark_indexed(keys)
+    keys, rows = pending.oldest_rows(10)
+    assert keys.tolist() == list(range(1600, 1610)) and rows is not None
+    np.testing.assert_allclose(rows, unit(table[1600:1610]), rtol=1e-6)
+    pending.add([5000])  # no vectors given: not in the blocks until they are built
+    keys, rows = pending.oldest_rows(5000)
+    assert keys.tolist() == [*range(1600, 3000), 5000] and rows is None
+    pending.discard([2000])  # drops the blocks
+    keys, rows = pending.oldest_rows(3)
+    assert keys.tolist() == [1600, 1601, 1602] and rows is None
+
+
+def test_background_indexing_reads_no_vector_back_from_sqlite(tmp_path, monkeypatch):
+    """A batch applied with its vectors in hand is indexed from the pending blocks: the index's own
+    vector reads are not called while the write lock is held, and the records are found after."""
+    store = vs.Store(tmp_path / "s")
+    col = store.create_collection("c", model=None, embedding_dim=8, index="faiss-hnsw-sq")
+    vecs = random_vectors(np.random.default_rng(5), 3000)
+    state = col._state
+    reads: list[int] = []
+    get = state.vectors.get_vectors
+    monkeypatch.setattr(state.vectors, "get_vectors", lambda keys: (reads.append(len(keys)), get(keys))[1])
+    try:
+        col.add(ids=[str(i) for i in range(3000)], embeddings=vecs)  # > SYNC_INDEX_MAX: in the background
+        col.wait_until_indexed()
+        assert reads == []
+        assert len(state.index) == 3000 and not state.pending
+        assert col.query(query_embeddings=vecs[2999], k=1)[0].id == "2999"
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------------- the store
 
 

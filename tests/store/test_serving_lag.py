@@ -105,3 +105,45 @@ def test_a_write_waits_for_another_serving_state_s_backlog(tmp_path, monkeypatch
         other.close()
         store.close()
     assert not list((tmp_path / "s").rglob(f"serving/{os.getpid()}-*.json"))  # withdrawn on close
+
+
+def test_a_write_only_state_leaves_its_commits_to_the_serving_one(tmp_path, monkeypatch):
+    """While another state serves the collection (and so applies and indexes every commit), a state
+    that serves no queries commits without applying or indexing its own write; its first query
+    catches up from the change log, and once nobody serves, writes are applied by their writer again."""
+    monkeypatch.setattr(serving_lag, "REPORT_EVERY_S", 0.0)
+    monkeypatch.setattr(serving_lag, "_READ_EVERY_S", 0.0)
+    store = vs.Store(tmp_path / "s")
+    col = store.create_collection("c", model=None, embedding_dim=8)
+    vecs = random_vectors(np.random.default_rng(1), 400)
+    col.add(ids=[str(i) for i in range(300)], embeddings=vecs[:300])
+    col.wait_until_indexed()
+    col.persist()
+    assert col.query(query_embeddings=vecs[0], k=1)[0].id == "0"  # serving: it reports
+    other, third = vs.Store(tmp_path / "s"), vs.Store(tmp_path / "s")
+    try:
+        theirs = other.get_collection("c")
+        mine = theirs._state
+        before = mine.applied_seq
+        theirs.add(ids=[str(i) for i in range(300, 350)], embeddings=vecs[300:350])
+        assert mine.applied_seq == before < mine._newest_seq()  # committed, not applied here
+        assert not mine.pending and len(mine) == 300
+        # the serving state applies it; the write-only one catches up at its first query
+        assert col.query(query_embeddings=vecs[320], k=1)[0].id == "320"
+        assert theirs.query(query_embeddings=vecs[340], k=1)[0].id == "340"
+        assert mine.applied_seq == mine._newest_seq()
+        # nobody serves any more: a write-only state applies its own write again
+        for state in (col._state, mine):
+            monkeypatch.setattr(state, "_last_query", 0.0)  # its indexer does not report either
+            state.drain()
+            if state._indexer is not None:  # a slice it started while serving reports once more
+                state._indexer.join(10)
+            state.serving.withdraw()
+        third_col = third.get_collection("c")
+        third_col.add(ids=[str(i) for i in range(350, 400)], embeddings=vecs[350:400])
+        assert third_col._state.applied_seq == third_col._state._newest_seq()
+        assert len(third_col._state) == 400
+    finally:
+        third.close()
+        other.close()
+        store.close()
