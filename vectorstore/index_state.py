@@ -297,6 +297,9 @@ class IndexState:
 
         The changed rows are read from SQLite before the lock is taken, so queries keep running
         while a large batch written by another process is read.
+
+        With ``known`` (this process's own write), nothing is applied while this process serves no
+        queries and another one on this machine serves the collection (:meth:`_left_to_others`).
         """
         if known is not None and self._left_to_others():
             return 0

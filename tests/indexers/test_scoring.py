@@ -86,3 +86,23 @@ def test_euclidean_scores_of_huge_values_fall_back_to_float64(rng):
     np.testing.assert_allclose(
         exact_scores("cosine", q, x)[0], exact_scores("cosine", np.tile(q, (9, 1)), x)[0], rtol=1e-6
     )
+
+
+def test_small_batches_use_the_calling_thread_kernels_and_large_ones_blas(rng, monkeypatch):
+    """Up to SMALL_BATCH query rows are computed with FAISS's per-row kernels (one call per row), more
+    rows with one BLAS product (no kernel call)."""
+    import faiss
+
+    from indexers.products import SMALL_BATCH, inner_products, squared_distances
+
+    calls: list[str] = []
+    for name in ("fvec_inner_products_ny", "fvec_L2sqr_ny"):
+        real = getattr(faiss, name)
+        monkeypatch.setattr(faiss, name, lambda *a, _n=name, _r=real: (calls.append(_n), _r(*a))[1])
+    x = rng.standard_normal((50, 16)).astype(np.float32)
+    inner_products(rng.standard_normal((SMALL_BATCH, 16)), x)
+    squared_distances(rng.standard_normal((2, 16)), x)
+    assert calls == ["fvec_inner_products_ny"] * SMALL_BATCH + ["fvec_L2sqr_ny"] * 2
+    calls.clear()
+    inner_products(rng.standard_normal((SMALL_BATCH + 1, 16)), x)
+    assert calls == []
