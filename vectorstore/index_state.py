@@ -40,6 +40,7 @@ from vectorstore.errors import (
     IncompatibleIndexError,
     IndexCorruptedError,
     IndexSaveError,
+    VectorStoreError,
 )
 from vectorstore.pending import PendingVectors
 from vectorstore.rwlock import RWLock
@@ -128,7 +129,7 @@ class IndexState:
         self._rate = 1_000.0  # measured inserts per second (smoothed), sizes the next slice
         self._last_chunk = _MIN_CHUNK
         self._last_change = 0.0
-        self._trimmed_below = 0  # the change-log floor this process last set
+        self._trimmed_below = 0  # the change-log floor (read on open, then as this process sets it)
         self._last_query = 0.0  # monotonic time of the last search
         self._own = threading.Lock()
         # the change-log ranges (after, last] of this process's add/upsert commits that are landing or
@@ -158,6 +159,8 @@ class IndexState:
         version = self.reader.data_version()
         with read_tx(self.engine, "reading the change log") as conn:
             newest = Repository.max_seq(conn, self.collection_id)
+            # what an earlier trim left: only the changes above it count towards the next one
+            self._trimmed_below = Repository.log_floor(conn, self.collection_id)
         if self.directory is not None and has_saved_files(self.directory):
             t = time.perf_counter()
             try:
@@ -631,6 +634,10 @@ class IndexState:
             return 0
         self.compact_index()
         self.persist()
+        return self._trim_log()
+
+    def _trim_log(self) -> int:
+        """Trim the change log below the seq the saved files reflect and give freed pages back."""
         below = self.saved_seq
         if below <= 0:
             return 0
@@ -720,12 +727,17 @@ class IndexState:
         return np.unique(np.concatenate([carry, *journal])) if journal else carry
 
     def _maybe_compact(self) -> None:
-        """After an automatic save: compact once the log holds more than the collection's size (and at
-        least :data:`_COMPACT_MIN_CHANGES`) changes that the saved files already reflect. The work runs
-        in a thread of its own, so the indexer goes on indexing meanwhile."""
-        if self.saved_seq - self._trimmed_below < max(_COMPACT_MIN_CHANGES, len(self.vectors)):
-            return
-        self._start_unless_running("_compactor", self._compact_in_background)
+        """After an automatic save: compact once the log has outgrown the collection
+        (:meth:`_log_outgrown`). The work runs in a thread of its own, so the indexer goes on indexing
+        meanwhile."""
+        if self._log_outgrown():
+            self._start_unless_running("_compactor", self._compact_in_background)
+
+    def _log_outgrown(self) -> bool:
+        """Whether the log holds at least as many changes the saved files reflect as the collection has
+        records (and at least :data:`_COMPACT_MIN_CHANGES`): replaying that much costs about what a
+        rebuild does, so keeping it buys another process little and costs its disk space."""
+        return self.saved_seq - self._trimmed_below >= max(_COMPACT_MIN_CHANGES, len(self.vectors))
 
     def _wants_retraining(self, index: BaseIndex) -> bool:
         """Whether ``index`` asks to be trained afresh and has at least doubled since the last rebuild
@@ -909,7 +921,21 @@ class IndexState:
                 )
             elif not self._unverified:
                 self.persist(raise_errors=False)
+                if self.saved_seq == self.applied_seq and self._log_outgrown():
+                    self._trim_quietly()  # e.g. after a bulk load: the log is as long as the collection
             self.reader.close()
+
+    def _trim_quietly(self) -> None:
+        """:meth:`_trim_log` at close, where a failure (a busy or full disk) is logged, not raised: the
+        records are safe and the log is trimmed at the next chance."""
+        if self.directory is None or self.read_only:
+            return
+        try:
+            self._trim_log()
+        except VectorStoreError as exc:
+            logger.warning(
+                "collection %d: the change log was not trimmed at close: %s", self.collection_id, exc
+            )
 
     def discard(self) -> None:
         """The collection was deleted: stop indexing, never save again, release the reader."""

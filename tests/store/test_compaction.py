@@ -376,3 +376,40 @@ def test_an_index_that_keeps_asking_to_be_retrained_is_retrained_once_per_doubli
             settle(state)
         assert caplog.text.count("trained afresh") == 2
         _assert_exact(col, truth, random_vectors(rng, 5))
+
+
+def test_close_trims_a_log_as_long_as_the_collection_and_the_reopen_loads_the_saved_files(
+    tmp_path, monkeypatch, caplog
+):
+    # a bulk load leaves one change per record: once the saved files reflect it, replaying it would
+    # cost what a rebuild costs, so closing trims it (and the file shrinks by its pages)
+    monkeypatch.setattr(index_state, "_COMPACT_MIN_CHANGES", 500)
+    rng = np.random.default_rng(7)
+    path = tmp_path / "s"
+    vecs = random_vectors(rng, 1200)
+    truth = dict(zip(map(str, range(1200)), vecs))
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        col.add(ids=list(truth), embeddings=vecs)
+    assert _log_rows(path) <= 1  # trimming keeps the change at the saved seq itself
+    with caplog.at_level(logging.INFO, logger="vectorstore"), vs.Store(path) as store:
+        col = store.get_collection("c")
+        _assert_exact(col, truth, random_vectors(rng, 5))
+    assert not [r for r in caplog.records if "rebuilding" in r.getMessage()]
+
+
+def test_close_keeps_a_log_shorter_than_the_collection(tmp_path, monkeypatch):
+    # the log of a few changes to a large collection is what another process replays instead of
+    # rebuilding: closing keeps it
+    monkeypatch.setattr(index_state, "_COMPACT_MIN_CHANGES", 500)
+    rng = np.random.default_rng(8)
+    path = tmp_path / "s"
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        col.add(ids=[str(i) for i in range(1200)], embeddings=random_vectors(rng, 1200))
+    after_load = _log_rows(path)
+    assert after_load <= 1  # the load's log was trimmed (the test above)
+    with vs.Store(path) as store:
+        col = store.get_collection("c")
+        col.upsert(ids=[str(i) for i in range(100)], embeddings=random_vectors(rng, 100))
+    assert _log_rows(path) == after_load + 100

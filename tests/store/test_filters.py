@@ -219,3 +219,64 @@ def test_broad_filters_through_the_index_filtered_search_equal_brute_force(tmp_p
                     h.score, exact_scores("cosine", q[qi : qi + 1], x[int(h.id)][None])[0, 0], atol=1e-5
                 )
         assert np.mean(recall) >= 0.95
+
+
+def _string_index_entries(con) -> int:
+    try:
+        row = con.execute(
+            # an index b-tree keeps entries in its interior pages too
+            "SELECT sum(ncell) FROM dbstat WHERE name = 'ix_kv_str' AND pagetype IN ('leaf', 'internal')"
+        ).fetchone()
+    except Exception as exc:  # sqlite3 built without the dbstat table
+        pytest.skip(f"this SQLite has no dbstat table: {exc}")
+    return int(row[0] or 0)
+
+
+def test_string_index_holds_string_values_only_and_string_lookups_use_it(tmp_path):
+    import sqlite3
+
+    from sqlalchemy import select
+    from sqlalchemy.dialects import sqlite
+
+    import vectorstore as vs
+    from vectorstore.db.schema import records
+    from vectorstore.filters import compile_where
+
+    rng = np.random.default_rng(6)
+    path = tmp_path / "s"
+    n = 300
+    metas = [_meta(i) for i in range(n)]
+    with vs.Store(path) as store:
+        col = store.create_collection("f", model=None, embedding_dim=8, index="exact")
+        col.add(ids=[f"id{i}" for i in range(n)], embeddings=random_vectors(rng, n), metadatas=metas)
+        cid = col.id
+    strings = sum(
+        isinstance(v, str)
+        for m in metas
+        for value in m.values()
+        for v in (value if isinstance(value, list) else [value])
+    )
+    con = sqlite3.connect(path / "store.sqlite3")
+    try:
+        assert _string_index_entries(con) == strings  # numbers, booleans and nulls are not in it
+        for where, index in (
+            ({"topic": "art"}, "ix_kv_str"),
+            ({"topic": {"$gte": "n"}}, "ix_kv_str"),
+            ({"i": 3}, "ix_kv_num"),
+        ):
+            stmt = select(records.c.key).where(compile_where(cid, where))
+            sql = str(stmt.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r[-1]) for r in con.execute("EXPLAIN QUERY PLAN " + sql))
+            assert f"INDEX {index}" in plan, (where, plan)
+        # a store created before the string index was partial has a full one: same answers
+        con.execute("DROP INDEX ix_kv_str")
+        con.execute(
+            "CREATE INDEX ix_kv_str ON metadata_kv (collection_id, key, vtype, str_value, record_key)"
+        )
+        con.commit()
+    finally:
+        con.close()
+    with vs.Store(path) as store:
+        col = store.get_collection("f")
+        for where in FILTERS:
+            assert col.get(where=where).ids == [f"id{i}" for i, m in enumerate(metas) if _match(m, where)]

@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 __all__ = [
@@ -96,9 +97,22 @@ metadata_kv = Table(
     Column("vtype", String(1), nullable=False),
     Column("str_value", Text, nullable=True),
     Column("num_value", Float, nullable=True),
-    # record_key last: the indexes cover filter lookups, which never touch the table itself
+    # record_key last: the indexes cover filter lookups, which never touch the table itself. Every
+    # lookup names its vtype as a literal, so the string index holds string rows only (a partial
+    # index: numeric metadata costs it nothing); the numeric one holds every row, for the lookups of
+    # numbers, booleans and nulls alike. Stores created before this keep a full string index, which
+    # answers the same lookups.
     Index("ix_kv_num", "collection_id", "key", "vtype", "num_value", "record_key"),
-    Index("ix_kv_str", "collection_id", "key", "vtype", "str_value", "record_key"),
+    Index(
+        "ix_kv_str",
+        "collection_id",
+        "key",
+        "vtype",
+        "str_value",
+        "record_key",
+        sqlite_where=text("vtype = 's'"),
+        postgresql_where=text("vtype = 's'"),
+    ),
     Index("ix_kv_record", "record_key"),
 )
 
