@@ -43,11 +43,13 @@ class Committed:
     vectors: np.ndarray
     seq: int  # the change-log sequence of its last change
     counts: WriteCounts
+    after: int = -1  # the collection's newest change-log sequence before it (-1: not known)
 
     @property
-    def known(self) -> tuple[np.ndarray, np.ndarray, int]:
-        """For :meth:`IndexState.catch_up`: vectors it need not read back from SQLite."""
-        return self.keys, self.vectors, self.seq
+    def known(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """For :meth:`IndexState.catch_up`: vectors it need not read back from SQLite, and the
+        change-log range ``(after, seq]`` its changes took."""
+        return self.keys, self.vectors, self.seq, self.after
 
 
 _ENCODE_CHUNK = 1024  # documents per encode step when ingest overlaps encoding with writing
@@ -178,7 +180,9 @@ class RecordWriter:
             if on_commit is not None:
                 on_commit(before, our_seq)
         added = int(is_new.sum())
-        return Committed(keys, all_vecs, our_seq, WriteCounts(added, n - added - unchanged, unchanged))
+        return Committed(
+            keys, all_vecs, our_seq, WriteCounts(added, n - added - unchanged, unchanged), after=before
+        )
 
     def commit_while_encoding(
         self,

@@ -385,7 +385,8 @@ def test_a_query_answers_beside_this_process_s_landed_unapplied_commit(tmp_path,
     querier.join(30)
     try:
         assert answered_while_paused, "the query waited for this process's writer"
-        assert "querier" not in readers and "writer" in readers
+        # nobody read the batch back: the writer applied its own commit from the vectors in hand
+        assert readers == []
         assert answers and not any(a.startswith("n") for a in answers)  # the state before the write
         assert col.query(query_embeddings=new[3], k=1)[0].id == "n3"  # acknowledged: found
     finally:
@@ -522,4 +523,60 @@ def test_many_threads_writing_and_querying_at_once(tmp_path, monkeypatch, index)
         np.testing.assert_allclose(
             [h.score for h in got], exact_scores("cosine", q[None, :], allv)[0][truth], atol=1e-5
         )
+    store.close()
+
+
+def _count_log_reads(monkeypatch) -> list[int]:
+    from vectorstore.db.repository import Repository
+
+    reads: list[int] = []
+    real = Repository.changed_keys_since
+
+    def counting(conn, collection_id, seq):
+        reads.append(seq)
+        return real(conn, collection_id, seq)
+
+    monkeypatch.setattr(Repository, "changed_keys_since", staticmethod(counting))
+    return reads
+
+
+def test_a_write_applies_its_own_commit_without_reading_the_log_back(tmp_path, monkeypatch):
+    store, col, _ = _collection(tmp_path)
+    reads = _count_log_reads(monkeypatch)
+    more = random_vectors(np.random.default_rng(11), 30)
+    col.add(ids=[f"n{i}" for i in range(30)], embeddings=more)
+    col.upsert(ids=["3", "n4"], embeddings=-more[:2])  # replaces: both keys change
+    assert reads == []  # each write knew its whole change-log range
+    assert col.query(query_embeddings=more[7], k=1)[0].id == "n7"
+    hit = col.query(query_embeddings=-more[0], k=1)[0]
+    assert hit.id == "3" and hit.score == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(col.get(ids=["3"], include=["embeddings"]).embeddings[0], -more[0], rtol=1e-6)
+    np.testing.assert_allclose(col.get(ids=["n4"], include=["embeddings"]).embeddings[0], -more[1], rtol=1e-6)
+    store.close()
+
+
+def test_a_write_after_another_processs_commit_reads_the_log_and_applies_both(tmp_path, monkeypatch):
+    store, col, _ = _collection(tmp_path)
+    theirs = random_vectors(np.random.default_rng(12), 5)
+    with vs.Store(tmp_path / "s") as other:  # another writer (its own state, as another process)
+        other.get_collection("c").add(ids=[f"o{i}" for i in range(5)], embeddings=theirs)
+    reads = _count_log_reads(monkeypatch)
+    mine = random_vectors(np.random.default_rng(13), 5)
+    col.add(ids=[f"m{i}" for i in range(5)], embeddings=mine)
+    assert reads  # a change it did not make came before its own: the log is read
+    assert col.query(query_embeddings=theirs[1], k=1)[0].id == "o1"
+    assert col.query(query_embeddings=mine[2], k=1)[0].id == "m2"
+    assert col.count() == 400 + 5 + 5
+    store.close()
+
+
+def test_an_upsert_that_changes_some_records_only_reads_the_log(tmp_path, monkeypatch):
+    # an unchanged record takes no log row, so the write's range does not name every key: read it
+    store, col, vecs = _collection(tmp_path)
+    reads = _count_log_reads(monkeypatch)
+    new = random_vectors(np.random.default_rng(14), 1)
+    col.upsert(ids=["0", "1"], embeddings=np.stack([vecs[0], new[0]]))
+    assert reads
+    assert col.query(query_embeddings=new[0], k=1)[0].id == "1"
+    assert col.query(query_embeddings=vecs[0], k=1)[0].id == "0"
     store.close()
