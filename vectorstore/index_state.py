@@ -42,6 +42,7 @@ from vectorstore.errors import (
     IndexSaveError,
     VectorStoreError,
 )
+from vectorstore.handoff import Handoff
 from vectorstore.pending import PendingVectors
 from vectorstore.rwlock import RWLock
 from vectorstore.serving_lag import ServingLag
@@ -121,6 +122,8 @@ class IndexState:
         self.lock = RWLock()
         # this process's indexing backlog while it serves, read by writers in other processes
         self.serving = ServingLag(directory, read_only=read_only)
+        # batches a write-only process leaves for the serving one (and this one's, when it only writes)
+        self.handoff = Handoff(directory, self.identity, read_only=read_only)
         self.index: BaseIndex = indexers.make_index(spec)
         # Full-precision vectors for exact rescoring, exact filtered search and the pending scan.
         self.vectors: VectorCache = vector_cache_for(self.index, read=self._read_truth)
@@ -309,6 +312,7 @@ class IndexState:
         queries and another one on this machine serves the collection (:meth:`_left_to_others`).
         """
         if known is not None and self._left_to_others():
+            self._hand_over(known)
             return 0
         try:
             return self._catch_up(known, index_now, wait)
@@ -319,6 +323,13 @@ class IndexState:
             logger.warning("collection %d: %s; rebuilding the index from SQLite", self.collection_id, exc)
             self.rebuild()
             return 0
+
+    def _hand_over(self, known: Known) -> None:
+        """Leave this write's vectors for the process that serves the collection
+        (:mod:`vectorstore.handoff`), where its change-log range holds nothing else."""
+        keys, vecs, seq, after = known
+        if after >= 0 and seq - after == len(keys) and len(keys):
+            self.handoff.publish(after, seq, keys, vecs)
 
     def _left_to_others(self) -> bool:
         """Whether this process's own commit can be left unapplied: it serves no queries itself, and
@@ -348,6 +359,8 @@ class IndexState:
                 if landed is None:
                     landed = (after, last)
                     self._own_landed.append(landed)
+            if self._left_to_others():  # a serving process will see the commit: say its vectors come
+                self.handoff.announce(after, last)
 
         try:
             yield landing
@@ -355,6 +368,8 @@ class IndexState:
             with self._own:
                 if landed is not None:
                     self._own_landed.remove(landed)
+            if landed is not None:
+                self.handoff.withdraw(*landed)  # published (or not coming: the commit failed)
 
     def _only_own_unapplied(self) -> bool:
         """Whether every change after :attr:`applied_seq` belongs to a landed, not yet applied commit
@@ -436,7 +451,14 @@ class IndexState:
     def _read_changes(
         self, since: int, known: Known | None
     ) -> tuple[int, dict[int, tuple[str, int]], np.ndarray, np.ndarray] | None:
-        """(newest seq, key -> (op, seq), upserted keys, their vectors) committed after ``since``."""
+        """(newest seq, key -> (op, seq), upserted keys, their vectors) committed after ``since``: from
+        the batches another process handed over where they cover all of it, else from SQLite."""
+        if known is None and self.handoff.offered_from(since):
+            newest = self._newest_seq()
+            handed = self.handoff.take(since, newest, self.spec.dim)
+            if handed is not None:
+                keys, vecs = handed
+                return newest, dict.fromkeys(keys.tolist(), ("u", newest)), keys, vecs
         with read_tx(self.engine, "reading the change log") as conn:
             newest, last = Repository.changed_keys_since(conn, self.collection_id, since)
             if not last:
@@ -930,6 +952,7 @@ class IndexState:
         """
         self._stop.set()
         self.serving.withdraw()
+        self.handoff.close()
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in (self._indexer, self._verifier, self._compactor):
             if thread is not None:
@@ -967,6 +990,7 @@ class IndexState:
         """The collection was deleted: stop indexing, never save again, release the reader."""
         self._stop.set()
         self.serving.withdraw()
+        self.handoff.close()
         with self.lock.write():
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None
