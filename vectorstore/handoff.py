@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -69,6 +70,7 @@ class Handoff:
         self._identity = dict(identity)
         self._read_only = read_only
         self._published: list[tuple[float, Path]] = []  # (when, file) of this process's batches
+        self._lock = threading.Lock()  # writers of several threads publish and prune
 
     @property
     def enabled(self) -> bool:
@@ -120,7 +122,8 @@ class Handoff:
                 f.write(keys.data)
                 f.write(vectors.data)
             os.replace(tmp, final)
-            self._published.append((time.monotonic(), final))
+            with self._lock:
+                self._published.append((time.monotonic(), final))
         except OSError as exc:
             logger.debug("could not publish a handoff batch in %s: %s", self._folder, exc)
             with contextlib.suppress(OSError):
@@ -131,15 +134,18 @@ class Handoff:
 
     def close(self) -> None:
         """Remove every batch this process published."""
-        for _, path in self._published:
+        with self._lock:
+            published, self._published = self._published, []
+        for _, path in published:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
-        self._published.clear()
 
     def _prune(self) -> None:
         now = time.monotonic()
-        while self._published and now - self._published[0][0] > KEEP_S:
-            _, path = self._published.pop(0)
+        with self._lock:
+            old = [path for when, path in self._published if now - when > KEEP_S]
+            self._published = [(when, path) for when, path in self._published if now - when <= KEEP_S]
+        for path in old:
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)
         assert self._folder is not None

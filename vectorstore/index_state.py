@@ -83,6 +83,8 @@ _SAVE_ATTEMPTS = 20  # drain-then-save rounds while changes keep arriving
 _YIELD_S = 0.004
 _QUERY_ACTIVE_S = 1.0
 _COMPACT_MIN_CHANGES = 10_000
+# close() trims the log once it holds changes for at least this share of the collection's records
+_CLOSE_TRIM_SHARE = 0.5
 # compact() rebuilds the ANN index from its live vectors once the entries it still holds for removed
 # keys (dead HNSW nodes) are this share of it and at least this many
 _REBUILD_REMOVED_SHARE = 0.1
@@ -781,11 +783,12 @@ class IndexState:
         if self._log_outgrown():
             self._start_unless_running("_compactor", self._compact_in_background)
 
-    def _log_outgrown(self) -> bool:
-        """Whether the log holds at least as many changes the saved files reflect as the collection has
-        records (and at least :data:`_COMPACT_MIN_CHANGES`): replaying that much costs about what a
-        rebuild does, so keeping it buys another process little and costs its disk space."""
-        return self.saved_seq - self._trimmed_below >= max(_COMPACT_MIN_CHANGES, len(self.vectors))
+    def _log_outgrown(self, share: float = 1.0) -> bool:
+        """Whether the log holds at least ``share`` times as many changes the saved files reflect as the
+        collection has records (and at least :data:`_COMPACT_MIN_CHANGES`): replaying that much costs
+        about what a rebuild does (at ``share`` 1; at most twice as little at 0.5), so keeping it buys
+        another process little and costs disk space."""
+        return self.saved_seq - self._trimmed_below >= max(_COMPACT_MIN_CHANGES, share * len(self.vectors))
 
     def _wants_retraining(self, index: BaseIndex) -> bool:
         """Whether ``index`` asks to be trained afresh and has at least doubled since the last rebuild
@@ -970,8 +973,10 @@ class IndexState:
                 )
             elif not self._unverified:
                 self.persist(raise_errors=False)
-                if self.saved_seq == self.applied_seq and self._log_outgrown():
-                    self._trim_quietly()  # e.g. after a bulk load: the log is as long as the collection
+                # e.g. after a bulk load, which the automatic compaction trims only early on (while the
+                # log is as long as the collection), the log holds most of the collection's records
+                if self.saved_seq == self.applied_seq and self._log_outgrown(_CLOSE_TRIM_SHARE):
+                    self._trim_quietly()
             self.reader.close()
 
     def _trim_quietly(self) -> None:

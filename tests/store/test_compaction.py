@@ -413,3 +413,32 @@ def test_close_keeps_a_log_shorter_than_the_collection(tmp_path, monkeypatch):
         col = store.get_collection("c")
         col.upsert(ids=[str(i) for i in range(100)], embeddings=random_vectors(rng, 100))
     assert _log_rows(path) == after_load + 100
+
+
+def test_close_trims_the_log_of_a_bulk_load_that_compacted_early_on(tmp_path, monkeypatch):
+    # the automatic compaction trims the log while it is as long as the collection (the first save
+    # of a load); what the rest of the load adds is most of the collection again: close trims it
+    monkeypatch.setattr(index_state, "_PERSIST_MIN_CHANGES", 300)
+    monkeypatch.setattr(index_state, "_COMPACT_MIN_CHANGES", 300)
+    rng = np.random.default_rng(9)
+    path = tmp_path / "s"
+    truth: dict[str, np.ndarray] = {}
+    with vs.Store(path) as store:
+        col = store.create_collection("c", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        for start in range(0, 1500, 300):
+            vecs = random_vectors(rng, 300)
+            ids = [str(i) for i in range(start, start + 300)]
+            col.add(ids=ids, embeddings=vecs)
+            truth.update(zip(ids, vecs))
+            col.wait_until_indexed()
+            state = col._state
+            for _ in range(400):  # let the automatic save and compaction finish
+                busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
+                if not busy:
+                    break
+                busy[0].join(0.05)
+        assert 0 < state._trimmed_below < 1500 - 750  # it compacted early, not since
+        assert _log_rows(path) > 750
+    assert _log_rows(path) <= 1
+    with vs.Store(path) as store:
+        _assert_exact(store.get_collection("c"), truth, random_vectors(rng, 5))
