@@ -329,8 +329,8 @@ class IndexState:
     def _hand_over(self, known: Known) -> None:
         """Leave this write's vectors for the process that serves the collection
         (:mod:`vectorstore.handoff`), where its change-log range holds nothing else."""
-        keys, vecs, seq, after = known
-        if after >= 0 and seq - after == len(keys) and len(keys):
+        if _only_its_own(known):
+            keys, vecs, seq, after = known
             self.handoff.publish(after, seq, keys, vecs)
 
     def _left_to_others(self) -> bool:
@@ -445,10 +445,8 @@ class IndexState:
         unless records the write left unchanged make up for them exactly — and applying an unchanged
         record's same vector again changes nothing.) Anything else reads the log.
         """
-        keys, vecs, seq, after = known
-        if after < 0 or seq - after != len(keys) or not len(keys):
-            return None
-        return seq, dict.fromkeys(keys.tolist(), ("u", seq)), keys, vecs
+        keys, vecs, seq, _ = known
+        return _upserts(seq, keys, vecs) if _only_its_own(known) else None
 
     def _read_changes(
         self, since: int, known: Known | None
@@ -459,8 +457,7 @@ class IndexState:
             newest = self._newest_seq()
             handed = self.handoff.take(since, newest, self.spec.dim)
             if handed is not None:
-                keys, vecs = handed
-                return newest, dict.fromkeys(keys.tolist(), ("u", newest)), keys, vecs
+                return _upserts(newest, *handed)
         with read_tx(self.engine, "reading the change log") as conn:
             newest, last = Repository.changed_keys_since(conn, self.collection_id, since)
             if not last:
@@ -1000,6 +997,21 @@ class IndexState:
             self.pending.clear()  # the background indexer finds nothing more to do
             self.directory = None
             self.reader.close()
+
+
+def _only_its_own(known: Known) -> bool:
+    """Whether the change-log range of this write, ``(after, seq]``, is exactly as long as its key list
+    (see :meth:`IndexState._own_changes`)."""
+    keys, _, seq, after = known
+    return after >= 0 and len(keys) > 0 and seq - after == len(keys)
+
+
+def _upserts(
+    newest: int, keys: np.ndarray, vecs: np.ndarray
+) -> tuple[int, dict[int, tuple[str, int]], np.ndarray, np.ndarray]:
+    """Changes that upsert ``keys`` with ``vecs`` and end at ``newest``, as :meth:`IndexState._read_changes`
+    returns them (only the op of each key is read back)."""
+    return newest, dict.fromkeys(keys.tolist(), ("u", newest)), keys, vecs
 
 
 def _training_order(keys: np.ndarray) -> list[np.ndarray]:

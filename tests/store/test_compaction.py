@@ -26,6 +26,15 @@ def _log_rows(path) -> int:
         con.close()
 
 
+def _wait_for_housekeeping(state) -> None:
+    """Until the background indexer (which saves) and the compaction thread are done (bounded)."""
+    for _ in range(400):
+        busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
+        if not busy:
+            return
+        busy[0].join(0.05)
+
+
 def _store_bytes(path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -166,11 +175,7 @@ def test_compaction_runs_by_itself_after_automatic_saves(tmp_path, monkeypatch):
         _churn(col, truth, rng, 5, 400)  # 2,000 more changes: saves and compactions are due
         col.wait_until_indexed()
         state = col._state
-        for _ in range(400):  # the background thread saves, then a thread of its own compacts
-            busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
-            if not busy:
-                break
-            busy[0].join(0.05)
+        _wait_for_housekeeping(state)  # the background thread saves, then a thread of its own compacts
         assert state._trimmed_below > 0
         assert _log_rows(path) < 2400 - 500
         _assert_exact(col, truth, random_vectors(rng, 5))
@@ -432,11 +437,7 @@ def test_close_trims_the_log_of_a_bulk_load_that_compacted_early_on(tmp_path, mo
             truth.update(zip(ids, vecs))
             col.wait_until_indexed()
             state = col._state
-            for _ in range(400):  # let the automatic save and compaction finish
-                busy = [t for t in (state._indexer, state._compactor) if t is not None and t.is_alive()]
-                if not busy:
-                    break
-                busy[0].join(0.05)
+            _wait_for_housekeeping(state)  # the automatic save and compaction
         assert 0 < state._trimmed_below < 1500 - 750  # it compacted early, not since
         assert _log_rows(path) > 750
     assert _log_rows(path) <= 1

@@ -11,7 +11,7 @@ import pytest
 
 import vectorstore as vs
 from indexers.scoring import exact_scores
-from tests.store.conftest import random_vectors
+from tests.store.conftest import random_vectors, spy_log_reads
 from vectorstore import index_state
 from vectorstore.pending import PendingVectors
 from vectorstore.rwlock import RWLock
@@ -526,23 +526,9 @@ def test_many_threads_writing_and_querying_at_once(tmp_path, monkeypatch, index)
     store.close()
 
 
-def _count_log_reads(monkeypatch) -> list[int]:
-    from vectorstore.db.repository import Repository
-
-    reads: list[int] = []
-    real = Repository.changed_keys_since
-
-    def counting(conn, collection_id, seq):
-        reads.append(seq)
-        return real(conn, collection_id, seq)
-
-    monkeypatch.setattr(Repository, "changed_keys_since", staticmethod(counting))
-    return reads
-
-
 def test_a_write_applies_its_own_commit_without_reading_the_log_back(tmp_path, monkeypatch):
     store, col, _ = _collection(tmp_path)
-    reads = _count_log_reads(monkeypatch)
+    reads = spy_log_reads(monkeypatch)
     more = random_vectors(np.random.default_rng(11), 30)
     col.add(ids=[f"n{i}" for i in range(30)], embeddings=more)
     col.upsert(ids=["3", "n4"], embeddings=-more[:2])  # replaces: both keys change
@@ -560,7 +546,7 @@ def test_a_write_after_another_processs_commit_reads_the_log_and_applies_both(tm
     theirs = random_vectors(np.random.default_rng(12), 5)
     with vs.Store(tmp_path / "s") as other:  # another writer (its own state, as another process)
         other.get_collection("c").add(ids=[f"o{i}" for i in range(5)], embeddings=theirs)
-    reads = _count_log_reads(monkeypatch)
+    reads = spy_log_reads(monkeypatch)
     mine = random_vectors(np.random.default_rng(13), 5)
     col.add(ids=[f"m{i}" for i in range(5)], embeddings=mine)
     assert reads  # a change it did not make came before its own: the log is read
@@ -573,7 +559,7 @@ def test_a_write_after_another_processs_commit_reads_the_log_and_applies_both(tm
 def test_an_upsert_that_changes_some_records_only_reads_the_log(tmp_path, monkeypatch):
     # an unchanged record takes no log row, so the write's range does not name every key: read it
     store, col, vecs = _collection(tmp_path)
-    reads = _count_log_reads(monkeypatch)
+    reads = spy_log_reads(monkeypatch)
     new = random_vectors(np.random.default_rng(14), 1)
     col.upsert(ids=["0", "1"], embeddings=np.stack([vecs[0], new[0]]))
     assert reads

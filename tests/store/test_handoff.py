@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import vectorstore as vs
-from tests.store.conftest import random_vectors
+from tests.store.conftest import random_vectors, spy_log_reads
 from vectorstore import handoff, serving_lag
-from vectorstore.db.repository import Repository
 from vectorstore.handoff import Handoff
 
 
@@ -32,18 +31,6 @@ def served(tmp_path, monkeypatch):
     store.close()
 
 
-def _spy_sqlite_change_reads(monkeypatch) -> list[int]:
-    reads: list[int] = []
-    real = Repository.changed_keys_since
-
-    def spy(conn, collection_id, seq):
-        reads.append(seq)
-        return real(conn, collection_id, seq)
-
-    monkeypatch.setattr(Repository, "changed_keys_since", staticmethod(spy))
-    return reads
-
-
 def _batches(col: vs.Collection) -> list:
     folder = col._state.directory / "handoff"
     return sorted(folder.glob("*.batch")) if folder.exists() else []
@@ -52,7 +39,7 @@ def _batches(col: vs.Collection) -> list:
 def test_the_serving_state_takes_a_handed_over_batch_instead_of_reading_sqlite(served, monkeypatch):
     col, writer = served
     new = random_vectors(np.random.default_rng(2), 60)
-    reads = _spy_sqlite_change_reads(monkeypatch)
+    reads = spy_log_reads(monkeypatch)
     writer.add(ids=[f"n{i}" for i in range(60)], embeddings=new)
     assert len(_batches(writer)) == 1 and not list((col._state.directory / "handoff").glob("*.coming"))
     assert writer._state.applied_seq < writer._state._newest_seq()  # left to the serving state
@@ -74,7 +61,7 @@ def test_a_damaged_batch_is_ignored_and_sqlite_read_instead(served, monkeypatch,
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # a flipped bit in the last vector
     path.write_bytes(bytes(data))
-    reads = _spy_sqlite_change_reads(monkeypatch)
+    reads = spy_log_reads(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="vectorstore.handoff"):
         hit = col.query(query_embeddings=new[39], k=1)[0]
     assert hit.id == "d39" and hit.score == pytest.approx(1.0, abs=1e-5)  # the stored vector
@@ -88,7 +75,7 @@ def test_a_batch_that_covers_part_of_the_changes_is_not_taken(served, monkeypatc
     writer.add(ids=[f"a{i}" for i in range(20)], embeddings=a)  # handed over
     monkeypatch.setattr(writer._state.handoff, "publish", lambda *args: None)
     writer.add(ids=[f"b{i}" for i in range(20)], embeddings=b)  # not handed over
-    reads = _spy_sqlite_change_reads(monkeypatch)
+    reads = spy_log_reads(monkeypatch)
     assert col.query(query_embeddings=b[3], k=1)[0].id == "b3"
     assert col.query(query_embeddings=a[4], k=1)[0].id == "a4"
     assert reads  # the batch alone did not cover (applied, newest]: everything was read from SQLite
