@@ -163,6 +163,13 @@ class BaseIndex(abc.ABC):
         return False
 
     @property
+    def default_oversample(self) -> int:
+        """ANN candidates per requested result a caller should rescore exactly when it asks for no
+        other number: the coarser the index's scores, the more candidates exact rescoring needs to
+        restore the exact ranking (4 unless the kind knows better)."""
+        return 4
+
+    @property
     def needs_retraining(self) -> bool:
         """Whether the vectors added since the index was trained fit its trained structure poorly (a
         quantizer's learned range clips many of their values), so that rebuilding it from the stored

@@ -46,6 +46,9 @@ QUERY_MODES: tuple[str, ...] = ("vector", "keyword", "hybrid")
 
 _INCLUDE = ("documents", "metadatas", "embeddings")
 _ON_DUPLICATE = ("allow", "skip", "error")
+# candidates per result each leg of a hybrid query brings by default (not the index's rescoring
+# oversample: the legs are fused, not rescored, and were tuned at this width)
+HYBRID_LEG_OVERSAMPLE = 4
 
 
 def _check_include(include: Sequence[str]) -> tuple[str, ...]:
@@ -404,7 +407,7 @@ class Collection:
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
         include: Sequence[Include] = ("documents", "metadatas"),
-        oversample: int = 4,
+        oversample: int | None = None,
         candidates: int | None = None,
         rerank: bool | CrossEncoder | None = None,
         rerank_k: int | None = None,
@@ -432,9 +435,12 @@ class Collection:
             where: metadata filter (see ``docs/filters.md``).
             where_document: document-text filter (``$contains``, ``$not_contains``, ``$and``, ``$or``).
             include: any of ``"documents"``, ``"metadatas"``, ``"embeddings"``.
-            oversample: ANN candidates per result before exact rescoring.
+            oversample: ANN candidates per result before exact rescoring (default: the index kind's
+                own, :attr:`~indexers.BaseIndex.default_oversample`: 2 for ``faiss-hnsw-sq``'s 8-bit
+                codes, 4 for the others).
             candidates: a floor on the number of ANN candidates; in hybrid mode, how many candidates
-                each leg brings to the fusion (default ``max(k * oversample, 50)``).
+                each leg brings to the fusion (default ``max(k * oversample, 50)``, with ``oversample``
+                4 when not given).
             rerank: ``None`` reranks when the collection was created with a ``reranker``; ``True``
                 requires one; ``False`` never reranks; a :class:`~vectorstore.CrossEncoder` reranks with it.
             rerank_k: how many candidates the cross-encoder sees (default ``max(k, 50)``).
@@ -463,7 +469,8 @@ class Collection:
         if mode not in QUERY_MODES:
             raise InvalidInputError(f"mode must be one of {QUERY_MODES}, got {mode!r}")
         k = int(check_count("k", k) or 1)
-        oversample = int(check_count("oversample", oversample) or 1)
+        given_oversample = check_count("oversample", oversample, allow_none=True)
+        oversample = int(given_oversample or self._state.index.default_oversample)
         candidates = check_count("candidates", candidates, allow_none=True)
         fusion_kind, rrf_c, rrf_w, alpha_f = check_fusion(fusion, rrf_k, weights, alpha)
         texts_for_leg = self._query_texts(query, query_embeddings, query_text)
@@ -498,7 +505,11 @@ class Collection:
         texts = texts_for_leg
         if texts is not None and len(texts) != len(queries):
             raise InvalidInputError(f"{len(texts)} query texts for {len(queries)} query embeddings")
-        leg_k = candidates if (mode == "hybrid" and candidates) else max(stage_k * oversample, 50)
+        leg_k = (
+            candidates
+            if (mode == "hybrid" and candidates)
+            else max(stage_k * int(given_oversample or HYBRID_LEG_OVERSAMPLE), 50)
+        )
         plan = pipeline.QueryPlan(
             queries=queries,
             k=stage_k,

@@ -914,8 +914,9 @@ class IndexState:
         if not len(rows.keys):
             return np.zeros(len(keys), bool), np.empty((0, self.spec.dim), dtype=np.float32)
         order = np.argsort(rows.keys)
-        at = np.minimum(np.searchsorted(rows.keys[order], keys), len(rows.keys) - 1)
-        found = rows.keys[order][at] == keys
+        ordered = rows.keys[order]
+        at = np.minimum(np.searchsorted(ordered, keys), len(ordered) - 1)
+        found = ordered[at] == keys
         if not found.all() and len(rows.bad_keys):
             self._report_damaged(np.intersect1d(rows.bad_keys, keys[~found]))
         return found, rows.vectors[order[at[found]]]

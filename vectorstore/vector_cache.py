@@ -188,10 +188,18 @@ class TruthVectors(SharedVectors):
 
     def get_vectors(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)
-        out = np.empty((len(keys), self.index.dim), dtype=np.float32)
         if not len(keys):
+            return np.empty((0, self.index.dim), dtype=np.float32)
+        if not len(self.overlay):  # the common case (every key indexed): one read, no copies
+            found, vectors = self.read(keys)
+            if found.all():
+                return vectors
+            out = np.empty((len(keys), self.index.dim), dtype=np.float32)
+            out[found] = vectors
+            out[~found] = self.index.get_vectors(keys[~found])
             return out
-        pending = self.overlay.contains_many(keys) if len(self.overlay) else np.zeros(len(keys), bool)
+        out = np.empty((len(keys), self.index.dim), dtype=np.float32)
+        pending = self.overlay.contains_many(keys)
         if pending.any():
             out[pending] = self.overlay.get_vectors(keys[pending])
         rest = np.nonzero(~pending)[0]

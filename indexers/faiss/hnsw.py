@@ -11,7 +11,7 @@ import numpy as np
 
 from indexers.errors import InvalidIDError
 from indexers.faiss.common import FAISS_METRIC, FaissBase
-from indexers.faiss.labels import PositionLabels
+from indexers.faiss.labels import PositionLabels, label_arrays, read_labels
 from indexers.persistence import save_arrays
 from indexers.scoring import empty_results
 from indexers.spec import Metric
@@ -59,7 +59,7 @@ class LabelledGraph(FaissBase, PositionLabels):
     def _write_graph(self, directory: Path, tag: str, **arrays: np.ndarray) -> dict[str, Path]:
         path = directory / f"index-{tag}.faiss"
         faiss.write_index(self._index, str(path))
-        return {"index": path, **save_arrays(directory, tag, {"labels": self._labels, **arrays})}
+        return {"index": path, **save_arrays(directory, tag, {**label_arrays(self._labels), **arrays})}
 
 
 class FaissHNSWIndex(LabelledGraph):
@@ -182,7 +182,7 @@ class FaissHNSWIndex(LabelledGraph):
         self, files: dict[str, Path], unverified: frozenset[str] | set[str] = frozenset()
     ) -> None:
         index = self._read_index(files["index"])
-        labels = np.load(files["labels"], allow_pickle=False)
+        labels = read_labels(files)
         if index.d != self.dim or labels.ndim != 1 or len(labels) != index.ntotal:
             raise ValueError(
                 f"graph of {index.ntotal} x {index.d} does not match {len(labels)} labels / dim {self.dim}"

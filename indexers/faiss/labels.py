@@ -10,10 +10,36 @@ import numpy as np
 
 from indexers.keymap import KeyMap
 
-__all__ = ["PositionLabels"]
+__all__ = ["PositionLabels", "label_arrays", "read_labels"]
 
 _COMPACT_MIN_DEAD = 1000  # dead rows tolerated before a rebuild, whatever their share
 _SENTINEL = np.array([-1], dtype=np.int64)
+
+
+def label_arrays(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays that save ``labels`` (role -> array): ``label_runs`` — ``[first key, length]`` of each
+    run of consecutive keys at consecutive positions, 16 bytes per run — where that is smaller than the
+    plain ``labels`` (8 bytes per position: a bulk load is one run, so its labels cost nothing)."""
+    n = len(labels)
+    if n < 2:
+        return {"labels": labels}
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(labels) != 1) + 1])
+    if 2 * len(starts) >= n:
+        return {"labels": labels}
+    lengths = np.diff(np.concatenate([starts, [n]]))
+    return {"label_runs": np.stack([labels[starts], lengths], axis=1).astype(np.int64)}
+
+
+def read_labels(files: dict[str, Any]) -> np.ndarray:
+    """The labels saved by :func:`label_arrays` (either form), as int64; ValueError if malformed."""
+    if "label_runs" not in files:
+        return np.asarray(np.load(files["labels"], allow_pickle=False))
+    runs = np.load(files["label_runs"], allow_pickle=False)
+    if runs.ndim != 2 or runs.shape[1] != 2 or runs.dtype != np.int64 or (runs[:, 1] <= 0).any():
+        raise ValueError(f"malformed label runs: shape {runs.shape}, dtype {runs.dtype}")
+    first, lengths = runs[:, 0], runs[:, 1]
+    offsets = np.cumsum(lengths) - lengths  # the position each run starts at
+    return np.repeat(first - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
 
 
 class PositionLabels:

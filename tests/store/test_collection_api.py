@@ -283,3 +283,22 @@ def test_store_from_url_with_index_dir(tmp_path, rng):
         assert col.query(query_embeddings=vecs[3], k=1)[0].id == "3"
     with pytest.raises(InvalidInputError, match="exactly one"):
         vs.Store()
+
+
+def test_metadata_is_stored_as_compact_json_and_read_back_equal(tmp_path, rng):
+    """``records.metadata`` holds JSON without spaces after its separators (a byte per key and value
+    less on every row); what comes back is the metadata as given, after an add and after an update."""
+    import json
+    import sqlite3
+
+    meta = {"bucket": 7, "tags": ["a", "b c"], "x": 1.5, "y": None, "ok": True, "s": "é: ,"}
+    with vs.Store(tmp_path / "s") as store:
+        col = byo(store)
+        col.add(ids=["a", "b"], embeddings=random_vectors(rng, 2, 8), metadatas=[meta, {"k": 1}])
+        col.update(ids=["b"], metadatas=[{"k": 2, "l": [1, 2]}])
+        assert col.get(ids=["a", "b"]).metadatas == [meta, {"k": 2, "l": [1, 2]}]
+    conn = sqlite3.connect(tmp_path / "s" / "store.sqlite3")
+    stored = dict(conn.execute("SELECT id, metadata FROM records").fetchall())
+    conn.close()
+    assert stored["a"] == json.dumps(meta, separators=(",", ":"))
+    assert stored["b"] == '{"k":2,"l":[1,2]}'

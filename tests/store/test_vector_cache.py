@@ -228,5 +228,37 @@ def test_a_code_index_reads_no_more_rows_than_it_rescores(tmp_path):
             return read(keys)
 
         cache.read = counting
-        _check_exact(col, ids, vecs, where={"b": 1})  # 500 rows match; k=5, oversample 4: 20 read
-        assert sizes and max(sizes) <= 20
+        _check_exact(col, ids, vecs, where={"b": 1})  # 500 rows match; k=5, oversample 2: 10 read
+        assert sizes and max(sizes) <= 10
+
+
+def test_the_rescoring_width_is_the_index_kinds_unless_given(tmp_path):
+    """Unfiltered queries rescore k x the index kind's default oversample (2 for faiss-hnsw-sq's 8-bit
+    codes, 4 for coarser ones), or k x ``oversample`` when given; either way the exact answer."""
+    vecs = _vectors(1500)
+    ids = [f"r{i}" for i in range(len(vecs))]
+    with vs.Store(tmp_path / "s") as store:
+        widths = {}
+        for qtype, expected in (("8bit", 2), ("4bit", 4)):
+            col = store.create_collection(
+                qtype, model=None, embedding_dim=DIM, index="faiss-hnsw-sq", index_options={"qtype": qtype}
+            )
+            col.add(ids=ids, embeddings=vecs)
+            col.wait_until_indexed()
+            assert col._state.index.default_oversample == expected
+            cache = col._state.vectors
+            read, sizes = cache.read, []
+
+            def counting(keys, read=read, sizes=sizes):
+                sizes.append(len(keys))
+                return read(keys)
+
+            cache.read = counting
+            _check_exact(col, ids, vecs)
+            default = set(sizes)
+            sizes.clear()
+            col.query(query_embeddings=vecs[:3], k=5, oversample=6)
+            widths[qtype] = (default, set(sizes))
+        assert widths == {"8bit": ({10}, {30}), "4bit": ({20}, {30})}
+        flat = store.create_collection("flat", model=None, embedding_dim=DIM, index="faiss-hnsw")
+        assert flat._state.index.default_oversample == 4

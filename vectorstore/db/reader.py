@@ -10,6 +10,7 @@ run through the engine on a pooled connection. Either way each call reads one co
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -27,6 +28,13 @@ __all__ = ["Reader"]
 _CACHE_SIZE = 256
 # Keys one direct-path statement may bind: SQLite's default limit of bound variables is 999.
 DIRECT_MAX_KEYS = 900
+
+
+@functools.lru_cache(maxsize=512)
+def _by_key_sql(table: str, columns: tuple[str, ...], key: str, n: int) -> str:
+    """``SELECT columns FROM table WHERE key IN (?, ... n)``: built once per shape (it runs on every
+    query)."""
+    return f"SELECT {', '.join(columns)} FROM {table} WHERE {key} IN ({','.join('?' * n)})"
 
 
 class Reader:
@@ -132,10 +140,7 @@ class Reader:
         :data:`DIRECT_MAX_KEYS` (SQLite's bound-variable limit), where the caller reads in chunks."""
         if self._conn is None or len(keys) > DIRECT_MAX_KEYS:
             return None
-        sql = (
-            f"SELECT {', '.join(c.name for c in columns)} FROM {table.name} "
-            f"WHERE {table.c.key.name} IN ({','.join('?' * len(keys))})"
-        )
+        sql = _by_key_sql(table.name, tuple(c.name for c in columns), table.c.key.name, len(keys))
         try:
             with self._lock:
                 return self._conn.execute(sql, keys).fetchall()
