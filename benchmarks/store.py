@@ -17,7 +17,7 @@ in the graph exactly) and indexed (every record in the ANN index). Chroma's ``ad
 HNSW index updated, so its two figures are one.
 
 Ours runs at the default index (``faiss-hnsw-sq``: an HNSW graph over 8-bit codes, M=24,
-efConstruction=100, efSearch=128, candidates rescored from SQLite) and at M=32 / efConstruction=200 /
+efConstruction=100, efSearch=128, k x 2 candidates rescored from SQLite: its default oversample) and at M=32 / efConstruction=200 /
 efSearch=64, and with ``faiss-hnsw`` (the float32 graph, the default before 2026-12-07) at its
 defaults (``--also`` names other kinds); raw FAISS HNSW (float32) runs at the default's graph
 parameters. Chroma runs in an interpreter that has ``chromadb`` (``--chroma-python``, or
