@@ -470,7 +470,7 @@ class Collection:
             raise InvalidInputError(f"mode must be one of {QUERY_MODES}, got {mode!r}")
         k = int(check_count("k", k) or 1)
         given_oversample = check_count("oversample", oversample, allow_none=True)
-        oversample = int(given_oversample or self._state.index.default_oversample)
+        oversample = given_oversample or self._state.index.default_oversample
         candidates = check_count("candidates", candidates, allow_none=True)
         fusion_kind, rrf_c, rrf_w, alpha_f = check_fusion(fusion, rrf_k, weights, alpha)
         texts_for_leg = self._query_texts(query, query_embeddings, query_text)
@@ -508,7 +508,7 @@ class Collection:
         leg_k = (
             candidates
             if (mode == "hybrid" and candidates)
-            else max(stage_k * int(given_oversample or HYBRID_LEG_OVERSAMPLE), 50)
+            else max(stage_k * (given_oversample or HYBRID_LEG_OVERSAMPLE), 50)
         )
         plan = pipeline.QueryPlan(
             queries=queries,

@@ -190,24 +190,24 @@ class TruthVectors(SharedVectors):
         keys = np.asarray(keys, dtype=np.int64)
         if not len(keys):
             return np.empty((0, self.index.dim), dtype=np.float32)
-        if not len(self.overlay):  # the common case (every key indexed): one read, no copies
-            found, vectors = self.read(keys)
-            if found.all():
+        out: np.ndarray | None = None
+        rest = np.arange(len(keys))  # positions read from SQLite
+        if len(self.overlay):
+            pending = self.overlay.contains_many(keys)
+            if pending.any():
+                out = np.empty((len(keys), self.index.dim), dtype=np.float32)
+                out[pending] = self.overlay.get_vectors(keys[pending])
+                rest = np.nonzero(~pending)[0]
+                if not len(rest):
+                    return out
+        found, vectors = self.read(keys if out is None else keys[rest])
+        if out is None:
+            if found.all():  # the common case (no key pending, every row found): no copies
                 return vectors
             out = np.empty((len(keys), self.index.dim), dtype=np.float32)
-            out[found] = vectors
-            out[~found] = self.index.get_vectors(keys[~found])
-            return out
-        out = np.empty((len(keys), self.index.dim), dtype=np.float32)
-        pending = self.overlay.contains_many(keys)
-        if pending.any():
-            out[pending] = self.overlay.get_vectors(keys[pending])
-        rest = np.nonzero(~pending)[0]
-        if len(rest):
-            found, vectors = self.read(keys[rest])
-            out[rest[found]] = vectors
-            if not found.all():
-                out[rest[~found]] = self.index.get_vectors(keys[rest[~found]])
+        out[rest[found]] = vectors
+        if not found.all():
+            out[rest[~found]] = self.index.get_vectors(keys[rest[~found]])
         return out
 
 

@@ -33,7 +33,7 @@ def label_arrays(labels: np.ndarray) -> dict[str, np.ndarray]:
 def read_labels(files: dict[str, Any]) -> np.ndarray:
     """The labels saved by :func:`label_arrays` (either form), as int64; ValueError if malformed."""
     if "label_runs" not in files:
-        return np.asarray(np.load(files["labels"], allow_pickle=False))
+        return np.load(files["labels"], allow_pickle=False)
     runs = np.load(files["label_runs"], allow_pickle=False)
     if runs.ndim != 2 or runs.shape[1] != 2 or runs.dtype != np.int64 or (runs[:, 1] <= 0).any():
         raise ValueError(f"malformed label runs: shape {runs.shape}, dtype {runs.dtype}")

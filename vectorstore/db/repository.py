@@ -112,19 +112,15 @@ class VectorRows:
     @classmethod
     def checked(cls, rows: Sequence[Sequence[Any]], dim: int) -> VectorRows:
         """From ``(key, vector bytes, crc)`` rows; rows written before schema 2 (crc NULL) are trusted."""
-        if not rows:
-            return cls(np.empty(0, np.int64), np.empty((0, dim), np.float32), np.empty(0, np.int64))
-        keys, blobs, crcs = zip(*rows)  # column-wise, at C speed: this runs on every query
+        # column-wise, at C speed: this runs on every query
+        keys, blobs, crcs = zip(*rows) if rows else ((), (), ())
+        bad: list[int] = []
         if list(map(zlib.crc32, blobs)) != list(crcs):
             crc = zlib.crc32
             fine = [c is None or crc(b) == c for b, c in zip(blobs, crcs)]
             bad = [int(k) for k, ok in zip(keys, fine) if not ok]
             keys = tuple(k for k, ok in zip(keys, fine) if ok)
             blobs = tuple(b for b, ok in zip(blobs, fine) if ok)
-            if not keys:
-                return cls(np.empty(0, np.int64), np.empty((0, dim), np.float32), np.array(bad, np.int64))
-        else:
-            bad = []
         vecs = np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(keys), dim)
         return cls(np.array(keys, dtype=np.int64), vecs, np.array(bad, dtype=np.int64))
 
